@@ -1,0 +1,268 @@
+//! `payrun demo`: the whole pipeline on a fresh SQLite file against the in-process simulator.
+//!
+//! Sellers in `examples/known_sellers.csv` were "onboarded in an earlier batch": the demo makes
+//! their Dots users in the simulator and records them as known payees. Then it submits
+//! `examples/sellers.csv`, runs a worker until every item is terminal or waiting on its payee
+//! (the payee who never finishes stays waiting), prints a summary, and audits the simulator's
+//! ledger over HTTP: exactly one transfer per item, of the right amount, to the right user.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::config::Settings;
+use crate::dots::client::DotsClient;
+use crate::dots::sim::{Ledger, Sim, SimConfig};
+use crate::dots::types::CreateUser;
+use crate::jobs::{Engine, Queue};
+use crate::store::Store;
+
+use super::{SubmitOptions, Submitted, submit_file};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub database_url: String,
+    pub sellers: PathBuf,
+    pub known_sellers: PathBuf,
+    /// Payee who never completes their payout flow.
+    pub never_completes: String,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            database_url: "sqlite://data/demo.db".into(),
+            sellers: "examples/sellers.csv".into(),
+            known_sellers: "examples/known_sellers.csv".into(),
+            never_completes: "seller-017".into(),
+        }
+    }
+}
+
+/// Result of the demo's ledger audit.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub items: usize,
+    pub transfers: usize,
+    pub missing: Vec<String>,
+    pub duplicated: Vec<String>,
+    pub wrong_amount: Vec<String>,
+    pub unknown: usize,
+}
+
+impl Audit {
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty()
+            && self.duplicated.is_empty()
+            && self.wrong_amount.is_empty()
+            && self.unknown == 0
+    }
+}
+
+/// Runs the demo, printing as it goes. Returns the process exit code.
+pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    if let Some(path) = opts.database_url.strip_prefix("sqlite://") {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
+    let sim_config = SimConfig {
+        complete_after_secs: 2.0,
+        never_complete_payees: vec![opts.never_completes.clone()],
+        error_rate: 0.05,
+        throttle_rate: 0.03,
+        drop_rate: 0.03,
+        retry_after_secs: 1,
+        ..SimConfig::default()
+    };
+    let sim = Sim::new(sim_config.clone());
+    let handle = sim
+        .clone()
+        .spawn("127.0.0.1:0")
+        .await
+        .context("starting the simulator")?;
+    println!(
+        "Dots simulator listening on {} (5% 5xx, 3% 429, 3% commit-then-drop)",
+        handle.base_url
+    );
+
+    let store = Store::connect(&opts.database_url)
+        .await
+        .context("opening the database")?;
+    // Sellers onboarded before this batch: Dots users exist, payrun knows them.
+    let mut known = 0;
+    let mut rdr = csv::Reader::from_path(&opts.known_sellers)
+        .with_context(|| format!("reading {}", opts.known_sellers.display()))?;
+    for rec in rdr.deserialize::<HashMap<String, String>>() {
+        let r = rec?;
+        let g = |k: &str| r.get(k).cloned().unwrap_or_default();
+        let user = sim.create_user(CreateUser {
+            first_name: g("first_name"),
+            last_name: g("last_name"),
+            email: g("email"),
+            country_code: g("country_code"),
+            phone_number: g("phone_number"),
+            metadata: None,
+        });
+        store.remember_payee(&g("payee_id"), user.id).await?;
+        known += 1;
+    }
+    println!("{known} sellers already have Dots users");
+
+    let mut settings = Settings::builtin();
+    settings.dots.base_url = handle.base_url.clone();
+    settings.dots.client_id = sim_config.client_id.clone();
+    settings.dots.api_key = sim_config.api_key.clone();
+    settings.dots.timeout_secs = 5;
+    settings.worker.poll_cron = "* * * * * *".into();
+    settings.worker.poll_schedule_secs = vec![1];
+    settings.worker.backoff_base_ms = 100;
+    settings.worker.backoff_max_secs = 2;
+    settings.worker.queue_poll_ms = 50;
+    let dots = DotsClient::new(settings.client_config())?;
+    let owner = format!("demo-{}", std::process::id());
+    let engine = Engine::new(store.clone(), dots, settings.worker.clone(), &owner);
+    let mut queue = Queue::new(&store, Duration::from_secs(settings.worker.heartbeat_secs));
+
+    let submitted =
+        submit_file(&store, &mut queue, &opts.sellers, &SubmitOptions::default()).await?;
+    let Submitted::New { batch, summary } = submitted else {
+        anyhow::bail!("the demo database was not fresh");
+    };
+    println!(
+        "batch {batch}: {} items, {} total",
+        summary.rows,
+        crate::money::format_cents(summary.total_cents)
+    );
+
+    // Work until settled, then give payees who will finish time to do so.
+    let started = Instant::now();
+    let watch_store = store.clone();
+    let never = opts.never_completes.clone();
+    let stop = async move {
+        let mut settled_at: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let Ok(items) = watch_store.batch_items(batch).await else {
+                continue;
+            };
+            let settled = items
+                .iter()
+                .all(|i| i.item_state().is_ok_and(|s| s.is_settled()));
+            let only_never = items
+                .iter()
+                .all(|i| i.item_state().is_ok_and(|s| s.is_terminal()) || i.payee_id == never);
+            if settled && settled_at.is_none() {
+                settled_at = Some(Instant::now());
+            }
+            if only_never || settled_at.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
+                return;
+            }
+        }
+    };
+    super::work_until(engine, stop).await?;
+    println!("settled in {:.1}s\n", started.elapsed().as_secs_f64());
+
+    let items = store.batch_items(batch).await?;
+    println!(
+        "{:<12} {:>9}  {:<10} {:<16} {:<38} link",
+        "payee", "amount", "onboarded", "state", "transfer"
+    );
+    for i in &items {
+        println!(
+            "{:<12} {:>9}  {:<10} {:<16} {:<38} {}",
+            i.payee_id,
+            crate::money::format_cents(i.amount_cents),
+            if i.onboarding_flow_id.is_some() {
+                "yes"
+            } else {
+                "-"
+            },
+            i.state,
+            i.transfer_id.as_deref().unwrap_or("-"),
+            i.payout_link.as_deref().unwrap_or("-"),
+        );
+    }
+    let status = super::batch_status(&store, batch)
+        .await?
+        .expect("batch exists");
+    println!();
+    for s in &status.states {
+        println!(
+            "{:<16} {:>4} items  {:>10}",
+            s.state,
+            s.items,
+            crate::money::format_cents(s.cents)
+        );
+    }
+
+    // Audit the ledger through the simulator's HTTP route, as an outside auditor would.
+    let ledger: Ledger = reqwest::get(format!("http://{}/_sim/ledger", handle.addr))
+        .await?
+        .json()
+        .await?;
+    let audit = audit(&items, &ledger);
+    println!(
+        "\nledger audit: {} items, {} transfers, {} missing, {} duplicated, {} wrong amount, {} not ours",
+        audit.items,
+        audit.transfers,
+        audit.missing.len(),
+        audit.duplicated.len(),
+        audit.wrong_amount.len(),
+        audit.unknown
+    );
+    let all_settled = items
+        .iter()
+        .all(|i| matches!(i.state.as_str(), "completed" | "awaiting_payout"));
+    store.close().await;
+    Ok(if audit.ok() && all_settled {
+        super::exit::OK
+    } else {
+        super::exit::FAILED
+    })
+}
+
+/// Every item has exactly one transfer of its amount to its user; no transfer is unaccounted.
+pub fn audit(items: &[crate::store::ItemRecord], ledger: &Ledger) -> Audit {
+    let mut by_item: HashMap<&str, Vec<&crate::dots::sim::LedgerTransfer>> = HashMap::new();
+    let mut unknown = 0;
+    for t in &ledger.transfers {
+        match t
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("payrun_item_id"))
+            .and_then(|v| v.as_str())
+        {
+            Some(id) if items.iter().any(|i| i.id == id) => by_item.entry(id).or_default().push(t),
+            _ => unknown += 1,
+        }
+    }
+    let mut a = Audit {
+        items: items.len(),
+        transfers: ledger.transfers.len(),
+        unknown,
+        ..Audit::default()
+    };
+    for i in items {
+        let ts = by_item.get(i.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let should_pay = i.dots_user_id.is_some()
+            && i.state != "failed"
+            && i.state != "canceled"
+            && i.state != "onboarding"
+            && i.state != "pending";
+        match ts.len() {
+            0 if should_pay => a.missing.push(i.payee_id.clone()),
+            0 => {}
+            1 => {
+                let t = ts[0];
+                let right_user = i.dots_user_id.as_deref() == Some(t.user_id.to_string().as_str());
+                if t.amount != -i.amount_cents || !right_user {
+                    a.wrong_amount.push(i.payee_id.clone());
+                }
+            }
+            _ => a.duplicated.push(i.payee_id.clone()),
+        }
+    }
+    a
+}

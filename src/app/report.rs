@@ -1,0 +1,106 @@
+//! Read-only views: batch status (counts and totals per state) and the per-item CSV report.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::batch::BatchId;
+use crate::item::ItemState;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateLine {
+    pub state: String,
+    pub items: i64,
+    pub cents: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchStatus {
+    pub batch_id: String,
+    pub source: String,
+    pub created_at: i64,
+    pub items: i64,
+    pub total_cents: i64,
+    pub settled: bool,
+    pub states: Vec<StateLine>,
+}
+
+pub async fn batch_status(
+    store: &Store,
+    batch: BatchId,
+) -> Result<Option<BatchStatus>, StoreError> {
+    let Some(b) = store.batch(batch).await? else {
+        return Ok(None);
+    };
+    let counts = store.batch_counts(batch).await?;
+    let mut states: Vec<StateLine> = ItemState::ALL
+        .iter()
+        .filter_map(|s| {
+            counts.iter().find(|c| c.state == *s).map(|c| StateLine {
+                state: s.to_string(),
+                items: c.count,
+                cents: c.cents,
+            })
+        })
+        .collect();
+    states.sort_by_key(|l| ItemState::ALL.iter().position(|s| s.as_str() == l.state));
+    Ok(Some(BatchStatus {
+        batch_id: b.id,
+        source: b.source,
+        created_at: b.created_at,
+        items: b.item_count,
+        total_cents: b.total_cents,
+        settled: counts.iter().all(|c| c.state.is_settled()),
+        states,
+    }))
+}
+
+pub async fn list_status(store: &Store, limit: i64) -> Result<Vec<BatchStatus>, StoreError> {
+    let mut out = Vec::new();
+    for b in store.list_batches(limit).await? {
+        let id =
+            b.id.parse()
+                .map_err(|e| StoreError::Corrupt(format!("batch id: {e}")))?;
+        if let Some(s) = batch_status(store, id).await? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the per-item CSV: payee, amount, state, Dots user, transfer, flow link, attempts,
+/// last error. Returns the number of rows written.
+pub async fn write_report<W: Write>(
+    store: &Store,
+    batch: BatchId,
+    out: W,
+) -> anyhow::Result<usize> {
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record([
+        "payee_id",
+        "amount",
+        "state",
+        "dots_user_id",
+        "transfer_id",
+        "flow_link",
+        "attempts",
+        "last_error",
+    ])?;
+    let items = store.batch_items(batch).await?;
+    for i in &items {
+        let link = i.payout_link.as_deref().or(i.onboarding_link.as_deref());
+        w.write_record([
+            i.payee_id.as_str(),
+            &crate::money::format_cents(i.amount_cents),
+            &i.state,
+            i.dots_user_id.as_deref().unwrap_or(""),
+            i.transfer_id.as_deref().unwrap_or(""),
+            link.unwrap_or(""),
+            &i.transfer_attempts.to_string(),
+            i.last_error.as_deref().unwrap_or(""),
+        ])?;
+    }
+    w.flush()?;
+    Ok(items.len())
+}

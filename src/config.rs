@@ -1,0 +1,209 @@
+//! Layered configuration: built-in defaults (`config/default.toml`, compiled in so a fresh
+//! machine needs no files), then `config/default.toml` and `config/$PAYRUN_ENV.toml` from the
+//! working directory, then an explicit `--config` file, then environment variables.
+//!
+//! Secrets are never read from files: `DOTS_API_KEY` and `DOTS_WEBHOOK_SECRET` come only from
+//! the environment, and `Debug` of [`Settings`] redacts them.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+const BUILTIN: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config in {path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid value for {var}: {reason}")]
+    Env { var: String, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct DotsSettings {
+    pub base_url: String,
+    pub client_id: String,
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// From `DOTS_API_KEY` only.
+    #[serde(skip)]
+    pub api_key: String,
+    /// From `DOTS_WEBHOOK_SECRET` only.
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
+}
+
+impl fmt::Debug for DotsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DotsSettings")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("api_key", &"<redacted>")
+            .field("webhook_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub poll_cron: String,
+    pub poll_schedule_secs: Vec<u64>,
+    pub onboarding_steps: Vec<String>,
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+    pub max_attempts: u32,
+    pub lease_secs: u64,
+    pub heartbeat_secs: u64,
+    pub queue_poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub dots: DotsSettings,
+    pub worker: WorkerSettings,
+}
+
+impl Settings {
+    /// The compiled-in defaults only (no files, no environment): for tests and the demo.
+    pub fn builtin() -> Settings {
+        toml::from_str(BUILTIN).expect("built-in config/default.toml parses")
+    }
+
+    /// Defaults, then files from `dir` (usually `config/`), then `extra`, then the environment.
+    pub fn load(dir: &Path, extra: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut merged: toml::Table = toml::from_str(BUILTIN).expect("built-in config parses");
+        let env_name = std::env::var("PAYRUN_ENV").ok();
+        let mut files = vec![dir.join("default.toml")];
+        if let Some(e) = &env_name {
+            files.push(dir.join(format!("{e}.toml")));
+        }
+        for f in files
+            .iter()
+            .filter(|f| f.exists())
+            .map(|f| f.as_path())
+            .chain(extra)
+        {
+            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
+                path: f.display().to_string(),
+                source,
+            })?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: f.display().to_string(),
+                    source,
+                })?;
+            merge(&mut merged, table);
+        }
+        let mut s: Settings =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|source| ConfigError::Parse {
+                    path: "merged configuration".into(),
+                    source,
+                })?;
+        s.apply_env(|k| std::env::var(k).ok())?;
+        Ok(s)
+    }
+
+    /// Environment overrides, read through `get` so tests need not touch the process env.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("PAYRUN_DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = get("DOTS_BASE_URL") {
+            self.dots.base_url = v;
+        }
+        if let Some(v) = get("DOTS_CLIENT_ID") {
+            self.dots.client_id = v;
+        }
+        if let Some(v) = get("DOTS_API_KEY") {
+            self.dots.api_key = v;
+        }
+        self.dots.webhook_secret = get("DOTS_WEBHOOK_SECRET").or(self.dots.webhook_secret.take());
+        let num = |var: &str, v: String| -> Result<u64, ConfigError> {
+            v.parse().map_err(|e| ConfigError::Env {
+                var: var.into(),
+                reason: format!("{e}"),
+            })
+        };
+        if let Some(v) = get("PAYRUN_DOTS_TIMEOUT_SECS") {
+            self.dots.timeout_secs = num("PAYRUN_DOTS_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("PAYRUN_CONCURRENCY") {
+            self.worker.concurrency = num("PAYRUN_CONCURRENCY", v)? as usize;
+        }
+        if let Some(v) = get("PAYRUN_POLL_CRON") {
+            self.worker.poll_cron = v;
+        }
+        Ok(())
+    }
+
+    pub fn client_config(&self) -> crate::dots::client::ClientConfig {
+        crate::dots::client::ClientConfig {
+            base_url: self.dots.base_url.clone(),
+            client_id: self.dots.client_id.clone(),
+            api_key: self.dots.api_key.clone(),
+            timeout: Duration::from_secs(self.dots.timeout_secs),
+            connect_timeout: Duration::from_secs(self.dots.connect_timeout_secs),
+        }
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_defaults_use_embedded_sqlite() {
+        let s = Settings::builtin();
+        assert!(s.database.url.starts_with("sqlite://"));
+        assert_eq!(s.worker.onboarding_steps, vec!["compliance"]);
+    }
+
+    #[test]
+    fn environment_overrides_files_and_secrets_stay_out_of_debug() {
+        let mut s = Settings::builtin();
+        s.apply_env(|k| match k {
+            "PAYRUN_DATABASE_URL" => Some("postgres://u@h/db".into()),
+            "DOTS_API_KEY" => Some("topsecret".into()),
+            "PAYRUN_CONCURRENCY" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.database.url, "postgres://u@h/db");
+        assert_eq!(s.worker.concurrency, 3);
+        assert_eq!(s.dots.api_key, "topsecret");
+        assert!(!format!("{s:?}").contains("topsecret"));
+        let bad =
+            Settings::builtin().apply_env(|k| (k == "PAYRUN_CONCURRENCY").then(|| "x".into()));
+        assert!(bad.unwrap_err().to_string().contains("PAYRUN_CONCURRENCY"));
+    }
+}

@@ -1,0 +1,189 @@
+//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers) and the JSON
+//! rendering of their objects.
+//!
+//! Guarantees: responses follow the spec's `user`, `flow` and `transfer` schemas (extra fields
+//! the real API sends, like `payout_link_id: null` on flows, are added; fields the spec types
+//! without `null`, like `default_payout_method`, are left out rather than sent as null); errors
+//! are `{"message", "error_code"}` with a 4xx status; timestamps are RFC 3339 with `Z`.
+
+use super::Sim;
+use super::paging::{PageQuery, paginate};
+use super::state::TransferOutcome;
+use super::validate::{self, ApiError};
+use crate::dots::types::{Flow, Page, Transfer, User, parse_time};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+type Params = Query<HashMap<String, String>>;
+
+/// A user as the API shows it, with a minimal `compliance` block.
+pub fn user_json(user: &User) -> Value {
+    let mut v = serde_json::to_value(user).expect("user serializes");
+    v["compliance"] = json!({
+        "tax_id_verification": "unsubmitted",
+        "date_of_birth_collected": false,
+        "must_collect_1099": false,
+        "1099_collected": false,
+        "w8_ben_collected": false,
+        "flagged": false,
+        "id_verified": false,
+        "has_criminal_activity": false,
+        "w9": null,
+        "flags": { "ofac": false, "ofac_status": "unflagged" },
+    });
+    v
+}
+
+/// A flow as the API shows it (`payout_link_id` is null for plain flows).
+pub fn flow_json(flow: &Flow) -> Value {
+    let mut v = serde_json::to_value(flow).expect("flow serializes");
+    v["payout_link_id"] = Value::Null;
+    v
+}
+
+/// A transfer as the API shows it; `amount` is a string when `as_string` is set.
+pub fn transfer_json(t: &Transfer, as_string: bool) -> Value {
+    let mut v = serde_json::to_value(t).expect("transfer serializes");
+    v["external_data"] = json!({});
+    v["transactions"] = json!([]);
+    if as_string {
+        v["amount"] = Value::String(t.amount.to_string());
+    }
+    v
+}
+
+fn page_json<T>(page: Page<T>, render: impl Fn(&T) -> Value) -> Response {
+    let data: Vec<Value> = page.data.iter().map(render).collect();
+    Json(json!({ "data": data, "has_more": page.has_more })).into_response()
+}
+
+fn parse_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::new(404, code, format!("no {what} {raw}")))
+}
+
+pub async fn create_user(State(sim): State<Sim>, body: Bytes) -> Result<Response, ApiError> {
+    let req = validate::user_request(&body)?;
+    let user = sim.lock().create_user(req);
+    Ok((StatusCode::CREATED, Json(user_json(&user))).into_response())
+}
+
+pub async fn get_user(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let uid = parse_id(&id, "no-such-user", "user")?;
+    let user = sim
+        .lock()
+        .user(uid)
+        .ok_or_else(|| ApiError::new(404, "no-such-user", format!("no user {id}")))?;
+    Ok(Json(user_json(&user)).into_response())
+}
+
+/// `GET /v2/users`: newest first, optional `status` filter.
+pub async fn list_users(State(sim): State<Sim>, Query(q): Params) -> Result<Response, ApiError> {
+    let pq = PageQuery::parse(&q)?;
+    let status = q.get("status").cloned();
+    let mut users = sim.lock().users();
+    users.reverse();
+    let page = paginate(
+        users,
+        |u| u.id,
+        |u| status.is_none() || u.status == status,
+        &pq,
+    )?;
+    Ok(page_json(page, user_json))
+}
+
+pub async fn create_flow(State(sim): State<Sim>, body: Bytes) -> Result<Response, ApiError> {
+    let req = validate::flow_request(&body)?;
+    let now = sim.clock().now();
+    let flow = sim.lock().create_flow(req, sim.host(), now)?;
+    Ok(Json(flow_json(&flow)).into_response())
+}
+
+pub async fn get_flow(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let fid = parse_id(&id, "no-such-flow", "flow")?;
+    let now = sim.clock().now();
+    let flow = sim
+        .lock()
+        .flow(fid, sim.config(), now)
+        .ok_or_else(|| ApiError::new(404, "no-such-flow", format!("no flow {id}")))?;
+    Ok(Json(flow_json(&flow)).into_response())
+}
+
+/// `GET /v2/flows`: newest first.
+pub async fn list_flows(State(sim): State<Sim>, Query(q): Params) -> Result<Response, ApiError> {
+    let pq = PageQuery::parse(&q)?;
+    let now = sim.clock().now();
+    let flows = sim.lock().flows(sim.config(), now);
+    let page = paginate(flows, |f| f.id, |_| true, &pq)?;
+    Ok(page_json(page, flow_json))
+}
+
+pub async fn create_transfer(State(sim): State<Sim>, body: Bytes) -> Result<Response, ApiError> {
+    let req = validate::transfer_request(&body)?;
+    let now = sim.clock().now();
+    let outcome = sim.lock().create_transfer(req, sim.config(), now)?;
+    let (TransferOutcome::Created(t) | TransferOutcome::Replayed(t)) = outcome;
+    Ok(Json(transfer_json(&t, sim.config().amounts_as_strings)).into_response())
+}
+
+pub async fn get_transfer(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tid = parse_id(&id, "no-such-transfer", "transfer")?;
+    let t = sim
+        .lock()
+        .transfer(tid)
+        .ok_or_else(|| ApiError::new(404, "no-such-transfer", format!("no transfer {id}")))?;
+    Ok(Json(transfer_json(&t, sim.config().amounts_as_strings)).into_response())
+}
+
+/// `GET /v2/transfers`: newest first unless `reverse_order=true`; filters `user_id`, `status`,
+/// `type`, `start_date`, `end_date` (inclusive).
+pub async fn list_transfers(
+    State(sim): State<Sim>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let pq = PageQuery::parse(&q)?;
+    let oldest_first = match q.get("reverse_order").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("reverse_order must be true or false")),
+    };
+    let user_id = q
+        .get("user_id")
+        .map(|s| Uuid::parse_str(s))
+        .transpose()
+        .map_err(|_| ApiError::invalid("user_id must be a UUID"))?;
+    let date = |name: &str| {
+        q.get(name)
+            .map(|s| parse_time(s))
+            .transpose()
+            .map_err(|_| ApiError::invalid(format!("{name} must be a date-time")))
+    };
+    let (start, end) = (date("start_date")?, date("end_date")?);
+    let status = q.get("status");
+    let kind = q.get("type");
+    let transfers = sim.lock().transfers(oldest_first);
+    let keep = |t: &Transfer| {
+        user_id.is_none_or(|u| t.user_id == u)
+            && status.is_none_or(|s| &t.status == s)
+            && kind.is_none_or(|k| t.kind.as_ref() == Some(k))
+            && start.is_none_or(|s| t.created >= s)
+            && end.is_none_or(|e| t.created <= e)
+    };
+    let page = paginate(transfers, |t| t.id, keep, &pq)?;
+    let as_string = sim.config().amounts_as_strings;
+    Ok(page_json(page, |t| transfer_json(t, as_string)))
+}

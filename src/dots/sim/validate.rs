@@ -1,0 +1,233 @@
+//! Request-body validation for the simulated endpoints, and the JSON error the API answers with.
+//!
+//! Guarantees: every rejection is a 4xx `ApiError` with `error_code` `invalid-input` whose message
+//! names the offending field; nothing here reads or changes simulator state, so a rejected request
+//! never leaves a trace.
+
+use crate::dots::types::{CreateTransfer, CreateUser, STEP_NAMES};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// An error answer: HTTP status plus the `{"message", "error_code"}` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "invalid-input", message)
+    }
+
+    pub fn body(&self) -> Value {
+        serde_json::json!({ "message": self.message, "error_code": self.code })
+    }
+}
+
+/// A validated `POST /v2/flows` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowRequest {
+    pub steps: Vec<String>,
+    pub user_id: Option<Uuid>,
+    pub metadata: Option<Value>,
+}
+
+/// Parse a request body as a JSON object.
+pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid("request body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(format!(
+            "request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+fn required_str<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<&'a str, ApiError> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::invalid(format!("{field} must be a string"))),
+        None => Err(ApiError::invalid(format!("{field} is required"))),
+    }
+}
+
+fn digits(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Metadata is a string or an object (null counts as absent).
+fn metadata(obj: &serde_json::Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    match obj.get("metadata") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ (Value::String(_) | Value::Object(_))) => Ok(Some(v.clone())),
+        Some(_) => Err(ApiError::invalid("metadata must be a string or an object")),
+    }
+}
+
+fn optional_uuid(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<Uuid>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Uuid::parse_str(s)
+            .map(Some)
+            .map_err(|_| ApiError::invalid(format!("{field} must be a UUID"))),
+        Some(_) => Err(ApiError::invalid(format!("{field} must be a UUID string"))),
+    }
+}
+
+/// Validate a `POST /v2/users` body (required fields, lengths and the spec's patterns).
+pub fn user_request(body: &[u8]) -> Result<CreateUser, ApiError> {
+    let obj = json_object(body)?;
+    let first_name = required_str(&obj, "first_name")?;
+    let last_name = required_str(&obj, "last_name")?;
+    let email = required_str(&obj, "email")?;
+    let country_code = required_str(&obj, "country_code")?;
+    let phone_number = required_str(&obj, "phone_number")?;
+    for (field, value) in [("first_name", first_name), ("last_name", last_name)] {
+        if !(1..=50).contains(&value.chars().count()) {
+            return Err(ApiError::invalid(format!(
+                "{field} must be 1 to 50 characters"
+            )));
+        }
+    }
+    if !email.contains('@') {
+        return Err(ApiError::invalid("email is not a valid email address"));
+    }
+    if !digits(country_code, 1, 3) {
+        return Err(ApiError::invalid("country_code must match ^[0-9]{1,3}$"));
+    }
+    if !digits(phone_number, 1, 20) {
+        return Err(ApiError::invalid("phone_number must match ^[0-9]{1,20}$"));
+    }
+    Ok(CreateUser {
+        first_name: first_name.to_string(),
+        last_name: last_name.to_string(),
+        email: email.to_string(),
+        country_code: country_code.to_string(),
+        phone_number: phone_number.to_string(),
+        metadata: metadata(&obj)?,
+    })
+}
+
+/// Validate a `POST /v2/flows` body: `steps` is a non-empty list of unique step names from the
+/// spec's enum, each given as a string or as `{name, ...options}`.
+pub fn flow_request(body: &[u8]) -> Result<FlowRequest, ApiError> {
+    let obj = json_object(body)?;
+    let items = match obj.get("steps") {
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) => return Err(ApiError::invalid("steps must not be empty")),
+        Some(_) => return Err(ApiError::invalid("steps must be an array")),
+        None => return Err(ApiError::invalid("steps is required")),
+    };
+    let mut steps: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let name = match item {
+            Value::String(s) => s.as_str(),
+            Value::Object(o) => match o.get("name") {
+                Some(Value::String(s)) => s.as_str(),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "steps: a step object needs a string name",
+                    ));
+                }
+            },
+            _ => return Err(ApiError::invalid("steps: each step is a name or an object")),
+        };
+        if name == "onboarding" {
+            return Err(ApiError::invalid(
+                "steps: onboarding is not a valid step (it is added automatically when user_id is absent)",
+            ));
+        }
+        if !STEP_NAMES.contains(&name) {
+            return Err(ApiError::invalid(format!("steps: unknown step {name:?}")));
+        }
+        if steps.iter().any(|s| s == name) {
+            return Err(ApiError::invalid(format!("steps: duplicate step {name:?}")));
+        }
+        steps.push(name.to_string());
+    }
+    Ok(FlowRequest {
+        steps,
+        user_id: optional_uuid(&obj, "user_id")?,
+        metadata: metadata(&obj)?,
+    })
+}
+
+/// Validate a `POST /v2/transfers` body: integer `amount` other than 0, UUID `user_id`, optional
+/// UUID `idempotency_key`.
+pub fn transfer_request(body: &[u8]) -> Result<CreateTransfer, ApiError> {
+    let obj = json_object(body)?;
+    let amount = match obj.get("amount") {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| ApiError::invalid("amount must be an integer number of cents"))?,
+        Some(_) => return Err(ApiError::invalid("amount must be an integer")),
+        None => return Err(ApiError::invalid("amount is required")),
+    };
+    if amount == 0 {
+        return Err(ApiError::invalid("amount must not be 0"));
+    }
+    let user_id =
+        optional_uuid(&obj, "user_id")?.ok_or_else(|| ApiError::invalid("user_id is required"))?;
+    Ok(CreateTransfer {
+        amount,
+        user_id,
+        idempotency_key: optional_uuid(&obj, "idempotency_key")?,
+        metadata: metadata(&obj)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_steps_accept_names_and_objects_but_not_onboarding() {
+        let ok = flow_request(br#"{"steps":["compliance",{"name":"payout"}]}"#).unwrap();
+        assert_eq!(ok.steps, vec!["compliance", "payout"]);
+        for bad in [
+            r#"{"steps":["onboarding"]}"#,
+            r#"{"steps":["payout","payout"]}"#,
+            r#"{"steps":[]}"#,
+            r#"{"steps":["teleport"]}"#,
+            r#"{}"#,
+        ] {
+            assert_eq!(
+                flow_request(bad.as_bytes()).unwrap_err().code,
+                "invalid-input",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn transfer_amount_must_be_a_nonzero_integer() {
+        let uid = Uuid::new_v4();
+        for bad in ["0", "1.5", "\"-100\""] {
+            let body = format!(r#"{{"amount":{bad},"user_id":"{uid}"}}"#);
+            assert!(transfer_request(body.as_bytes()).is_err(), "{bad}");
+        }
+        let body = format!(r#"{{"amount":-5,"user_id":"{uid}","idempotency_key":"nope"}}"#);
+        assert!(
+            transfer_request(body.as_bytes())
+                .unwrap_err()
+                .message
+                .contains("idempotency_key")
+        );
+    }
+}

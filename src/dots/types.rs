@@ -1,0 +1,239 @@
+//! Wire types of the Dots v2 API, shared by the client (`dots::client`) and the simulator
+//! (`dots::sim`) and nothing else.
+//!
+//! Field names follow `../shared/dots/openapi-v2.yaml`. Decoding is lenient where the real API
+//! is loose (see `shared/dots/README.md`, section B): `amount` may be a number or a string
+//! (`"-1000"`, `"1000.0000000000"`), timestamps may carry a zone or not. Encoding is strict:
+//! what we send is exactly what the spec asks for.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+/// A flow step name, as the spec's enum spells it.
+pub const STEP_NAMES: &[&str] = &[
+    "compliance",
+    "id-verification",
+    "background-check",
+    "manage-payments",
+    "manage-payouts",
+    "payout",
+    "redirect",
+    "pdf-form-fill",
+];
+
+/// `POST /v2/flows` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateFlow {
+    /// Step names or `{name, ...options}` objects.
+    pub steps: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_auth: Option<bool>,
+}
+
+/// A flow. It has no status: it is done when `completed_steps` covers `steps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Flow {
+    pub id: Uuid,
+    #[serde(deserialize_with = "lenient_time")]
+    pub created: DateTime<Utc>,
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    #[serde(default)]
+    pub steps: Vec<String>,
+    #[serde(default)]
+    pub completed_steps: Vec<String>,
+    pub link: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Flow {
+    /// Every step the flow asked for has been completed.
+    pub fn is_complete(&self) -> bool {
+        self.steps.iter().all(|s| self.completed_steps.contains(s))
+    }
+}
+
+/// `POST /v2/transfers` body. Negative `amount` credits the user from the App wallet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateTransfer {
+    pub amount: i64,
+    pub user_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A transfer as Dots reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transfer {
+    pub id: Uuid,
+    #[serde(deserialize_with = "lenient_time")]
+    pub created: DateTime<Utc>,
+    pub user_id: Uuid,
+    pub status: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// Cents, signed as sent (negative = credit to the user).
+    #[serde(deserialize_with = "lenient_cents")]
+    pub amount: i64,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Transfer {
+    /// The string value of a metadata key, if metadata is an object holding it.
+    pub fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref()?.get(key)?.as_str()
+    }
+}
+
+/// `POST /v2/users` body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateUser {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub country_code: String,
+    pub phone_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PhoneNumber {
+    pub country_code: String,
+    pub phone_number: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Wallet {
+    #[serde(default, deserialize_with = "lenient_cents")]
+    pub amount: i64,
+    #[serde(default, deserialize_with = "lenient_cents")]
+    pub withdrawable_amount: i64,
+    #[serde(default, deserialize_with = "lenient_cents")]
+    pub credit_balance: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    pub id: Uuid,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub phone_number: Option<PhoneNumber>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub wallet: Wallet,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A page of a list endpoint: `{"data": [...], "has_more": bool}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub has_more: bool,
+}
+
+/// The error body Dots sends (v1 shape; v2 is undocumented, so every field is optional and the
+/// raw text is kept by the client).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+}
+
+/// Decode cents from a JSON number or string: `-1000`, `"-1000"`, `"1000.0000000000"`, `12.0`.
+/// A fractional part other than zeros is rejected: cents are whole.
+pub fn lenient_cents<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    parse_cents_value(&v).map_err(serde::de::Error::custom)
+}
+
+fn parse_cents_value(v: &serde_json::Value) -> Result<i64, String> {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Ok(i)
+            } else {
+                parse_cents_str(&n.to_string())
+            }
+        }
+        serde_json::Value::String(s) => parse_cents_str(s.trim()),
+        serde_json::Value::Null => Ok(0),
+        other => Err(format!("amount is neither number nor string: {other}")),
+    }
+}
+
+fn parse_cents_str(s: &str) -> Result<i64, String> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if !frac.chars().all(|c| c == '0') {
+        return Err(format!("amount {s:?} is not a whole number of cents"));
+    }
+    int.parse::<i64>()
+        .map_err(|e| format!("amount {s:?} is not an integer: {e}"))
+}
+
+/// Decode a timestamp with a zone (`...Z`, `+00:00`) or without one (taken as UTC).
+pub fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_time(&s).map_err(serde::de::Error::custom)
+}
+
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_rfc2822(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(format!("unrecognised timestamp {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_decode_from_numbers_and_strings() {
+        for (raw, want) in [
+            ("-1000", -1000),
+            ("\"-1000\"", -1000),
+            ("\"1000.0000000000\"", 1000),
+            ("12.0", 12),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(parse_cents_value(&v).unwrap(), want, "{raw}");
+        }
+        assert!(parse_cents_value(&serde_json::json!("10.5")).is_err());
+    }
+
+    #[test]
+    fn timestamps_decode_with_and_without_zone() {
+        let a = parse_time("2024-07-11T21:17:33.959976").unwrap();
+        let b = parse_time("2024-07-11T21:17:33.959976Z").unwrap();
+        assert_eq!(a, b);
+        assert!(parse_time("Thu, 11 Jul 2024 21:17:33 GMT").is_ok());
+        assert!(parse_time("yesterday").is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! Flow steps of the item job: the onboarding flow for payees with no Dots user, and the
+//! payout flow whose link goes to the payee once the money is in their Dots wallet.
+//!
+//! Flows have no idempotency key at Dots. The payout flow is recorded as an open call before
+//! the request and closed with the flow id after; a call left open by a crash is logged and a
+//! new flow made (a duplicate flow moves no money; the item keeps exactly one link).
+
+use serde_json::json;
+use tracing::instrument;
+
+use super::{Engine, JobError, Next, item_metadata};
+use crate::dots::types::CreateFlow;
+use crate::item::ItemState;
+use crate::store::ItemRecord;
+
+impl Engine {
+    #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
+    pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+        let id = item.item_id()?;
+        let req = CreateFlow {
+            steps: self
+                .settings
+                .onboarding_steps
+                .iter()
+                .map(|s| json!(s))
+                .collect(),
+            user_id: None,
+            metadata: Some(item_metadata(item, "onboarding")),
+            require_auth: None,
+        };
+        match self.dots.create_flow(&req).await {
+            Ok(flow) => {
+                let next_poll = self.next_poll_at(0);
+                self.store
+                    .begin_onboarding(id, flow.id, &flow.link, next_poll)
+                    .await?;
+                Ok(Some(Next::Idle))
+            }
+            Err(e) => {
+                self.step_failed(item, ItemState::Pending, "creating onboarding flow", &e)
+                    .await
+            }
+        }
+    }
+
+    #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
+    pub(super) async fn payout_flow(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+        let id = item.item_id()?;
+        let Some(user) = item.user_id()? else {
+            let reason = "transferred item has no Dots user id";
+            self.store
+                .fail_item(id, ItemState::Transferred, reason)
+                .await?;
+            return Ok(Some(Next::Idle));
+        };
+        if item.payout_call_open == 1 {
+            self.store
+                .record_event(
+                    id,
+                    "payout_unknown",
+                    "an earlier payout-flow call has no recorded outcome; creating a new flow",
+                )
+                .await?;
+        }
+        self.store.record_payout_intent(id).await?;
+        let req = CreateFlow {
+            steps: vec![json!("payout")],
+            user_id: Some(user),
+            metadata: Some(item_metadata(item, "payout")),
+            require_auth: None,
+        };
+        match self.dots.create_flow(&req).await {
+            Ok(flow) => {
+                let next_poll = self.next_poll_at(0);
+                self.store
+                    .record_payout_flow(id, flow.id, &flow.link, next_poll)
+                    .await?;
+                Ok(Some(Next::Idle))
+            }
+            Err(e) => {
+                self.step_failed(item, ItemState::Transferred, "creating payout flow", &e)
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The per-item job: moves one item as far along its state machine as it can go now.
+//!
+//! Who owns an item: whoever holds its lease in the store (`Store::try_lease`). A job that
+//! cannot take the lease does nothing, so a job delivered twice, or two workers picking up the
+//! same item, never work it concurrently. The item's stored state — not the queue — is the
+//! source of truth: a job is only a nudge "look at this item", and delivering it again is safe.
+//!
+//! A step ends in one of [`Next`]: the item waits on its payee (the poller moves it on), is
+//! terminal, or must be retried at a time (the caller re-enqueues it for then). Retries are
+//! scheduled by us, not by apalis, so backoff with jitter and `Retry-After` are honoured
+//! (apalis' `RetryAfterError` ignores its delay; see shared/apalis-1.0-notes.md).
+
+mod flows;
+mod queue;
+mod transfer;
+pub mod worker;
+
+pub use queue::{ItemJob, Queue, QueueError};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+use tracing::{Instrument, info_span};
+
+use crate::batch::ItemId;
+use crate::config::WorkerSettings;
+use crate::dots::client::{DotsClient, DotsError, ErrorClass};
+use crate::item::ItemState;
+use crate::store::{ItemRecord, Store, StoreError, now_ms};
+
+/// What happens to an item after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Terminal, or waiting on the payee: no job needed.
+    Idle,
+    /// Run again at this unix-ms time.
+    RetryAt(i64),
+    /// Another worker holds the item.
+    Busy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("item {0} does not exist")]
+    NoSuchItem(ItemId),
+}
+
+/// Everything a job needs; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub dots: DotsClient,
+    pub settings: Arc<WorkerSettings>,
+    /// This worker's unique name: lease owner and apalis worker name.
+    pub owner: Arc<str>,
+}
+
+impl Engine {
+    pub fn new(store: Store, dots: DotsClient, settings: WorkerSettings, owner: &str) -> Engine {
+        Engine {
+            store,
+            dots,
+            settings: Arc::new(settings),
+            owner: owner.into(),
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.settings.lease_secs as i64 * 1000
+    }
+
+    /// Delay before retry number `attempt` (0-based): exponential with full jitter, capped,
+    /// and never shorter than what Dots asked for.
+    pub fn backoff(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
+        let base = self.settings.backoff_base_ms.max(1) as f64;
+        let cap = (self.settings.backoff_max_secs * 1000) as f64;
+        let exp = (base * 2f64.powi(attempt.clamp(0, 30) as i32)).min(cap);
+        let jittered = rand::rng().random_range(exp / 2.0..=exp);
+        Duration::from_millis(jittered as u64).max(retry_after.unwrap_or_default())
+    }
+
+    pub fn next_attempt_at(&self, attempt: i64, err: Option<&DotsError>) -> i64 {
+        now_ms()
+            + self
+                .backoff(attempt, err.and_then(|e| e.retry_after()))
+                .as_millis() as i64
+    }
+
+    /// The first poll time of a flow polled `polls` times so far.
+    pub fn next_poll_at(&self, polls: i64) -> i64 {
+        let sched = &self.settings.poll_schedule_secs;
+        let secs = sched
+            .get(polls.max(0) as usize)
+            .or(sched.last())
+            .copied()
+            .unwrap_or(60);
+        now_ms() + secs as i64 * 1000
+    }
+
+    /// Works the item until it waits, ends, or needs a retry later.
+    pub async fn process_item(&self, id: ItemId) -> Result<Next, JobError> {
+        let Some(item) = self
+            .store
+            .try_lease(id, &self.owner, self.lease_ms())
+            .await?
+        else {
+            return if self.store.item(id).await?.is_none() {
+                Err(JobError::NoSuchItem(id))
+            } else {
+                Ok(Next::Busy)
+            };
+        };
+        let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);
+        let res = self.work_leased(id, item).instrument(span).await;
+        // Release even on error; a crash instead leaves the lease to expire.
+        let released = self.store.release_lease(id, &self.owner).await;
+        let next = res?;
+        released?;
+        Ok(next)
+    }
+
+    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Next, JobError> {
+        // A bounded loop: each turn makes one durable step.
+        for _ in 0..16 {
+            let state = item.item_state()?;
+            if item.next_attempt_at > now_ms() && state.is_workable() {
+                return Ok(Next::RetryAt(item.next_attempt_at));
+            }
+            let step = match state {
+                ItemState::Pending => self.start(&item).await?,
+                ItemState::Transferring => self.transfer(&item).await?,
+                ItemState::Transferred => self.payout_flow(&item).await?,
+                _ => return Ok(Next::Idle),
+            };
+            if let Some(next) = step {
+                return Ok(next);
+            }
+            item = self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?;
+        }
+        Ok(Next::RetryAt(now_ms()))
+    }
+
+    /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
+    async fn start(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+        let id = item.item_id()?;
+        let known = match item.user_id()? {
+            Some(u) => Some(u),
+            None => self.store.payee_user(&item.payee_id).await?,
+        };
+        if let Some(user) = known {
+            self.store
+                .begin_transfer(id, ItemState::Pending, &item.payee_id, user)
+                .await?;
+            return Ok(None);
+        }
+        self.onboard(item).await
+    }
+
+    /// Records a failed non-transfer call: retry later, or fail the item if permanent or out of
+    /// attempts.
+    async fn step_failed(
+        &self,
+        item: &ItemRecord,
+        state: ItemState,
+        what: &str,
+        err: &DotsError,
+    ) -> Result<Option<Next>, JobError> {
+        let id = item.item_id()?;
+        let msg = format!("{what}: {err}");
+        let out_of_attempts = item.attempts + 1 >= self.settings.max_attempts as i64;
+        if err.class() == ErrorClass::Permanent || out_of_attempts {
+            let reason = if out_of_attempts {
+                format!("{msg} (gave up after {} attempts)", item.attempts + 1)
+            } else {
+                msg
+            };
+            self.store.fail_item(id, state, &reason).await?;
+            return Ok(Some(Next::Idle));
+        }
+        let at = self.next_attempt_at(item.attempts, Some(err));
+        self.store.record_retry(id, state, &msg, at).await?;
+        Ok(Some(Next::RetryAt(at)))
+    }
+}
+
+/// Metadata payrun attaches to everything it creates at Dots, so reconciliation and audits can
+/// tie a Dots object back to the item.
+pub fn item_metadata(item: &ItemRecord, purpose: &str) -> serde_json::Value {
+    json!({
+        "payrun_batch_id": item.batch_id,
+        "payrun_item_id": item.id,
+        "payee_id": item.payee_id,
+        "purpose": purpose,
+    })
+}

@@ -1,0 +1,221 @@
+//! The transfer safety protocol — the one place money moves. See ARCHITECTURE.md.
+//!
+//! 1. Before a call, the idempotency key (and the time it was first used) is committed and the
+//!    call marked open (`transfer_call_open`). No transaction is open during the HTTP call.
+//! 2. The outcome is committed after: success -> `transferred` with the Dots transfer id;
+//!    otherwise the call is closed with its class (retryable / ambiguous / duplicate key /
+//!    permanent) and a retry time.
+//! 3. A retry of a retryable or ambiguous failure reuses the same key while it is younger than
+//!    Dots' 24 h window (we treat 23 h as the limit, for clock skew), so Dots deduplicates.
+//! 4. Reconciliation — listing the user's transfers at Dots and matching our
+//!    `payrun_item_id` metadata or key — runs first when: the call was left open (a crash
+//!    between intent and outcome), Dots rejected the key as a duplicate, the key has aged out
+//!    after a failure, or before giving up on an item that had an unclear attempt. Only when no
+//!    transfer exists is a new attempt made, and only with a new key once the old one aged out.
+
+use tracing::{instrument, warn};
+use uuid::Uuid;
+
+use super::{Engine, JobError, Next};
+use crate::dots::client::{DotsError, ErrorClass};
+use crate::dots::types::{CreateTransfer, Transfer};
+use crate::item::{IdempotencyKey, ItemState};
+use crate::money::Cents;
+use crate::store::{CallOutcome, ItemRecord, now_ms};
+
+/// How long we trust Dots to remember a key (it keeps them 24 h).
+pub const KEY_WINDOW_MS: i64 = 23 * 3600 * 1000;
+
+enum Reconciled {
+    Found(Transfer),
+    None,
+}
+
+impl Engine {
+    #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id, attempt = item.transfer_attempts))]
+    pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+        let id = item.item_id()?;
+        let Some(user) = item.user_id()? else {
+            self.store
+                .fail_item(id, ItemState::Transferring, "no Dots user id to pay")
+                .await?;
+            return Ok(Some(Next::Idle));
+        };
+        let amount = Cents::from_stored(item.amount_cents)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        let now = now_ms();
+        let outcome = item.transfer_outcome.as_deref();
+        let key_age = item.transfer_key_at.map(|t| now - t).unwrap_or(0);
+        let aged_out = key_age >= KEY_WINDOW_MS;
+        let unclear = matches!(outcome, Some("ambiguous" | "retryable" | "duplicate_key"));
+
+        let mut key = item.key()?;
+        let mut generation = item.transfer_key_gen as u32;
+        let mut key_at = item.transfer_key_at.unwrap_or(now);
+        let must_reconcile = key.is_some()
+            && (item.transfer_call_open == 1
+                || outcome == Some("duplicate_key")
+                || (unclear && aged_out));
+        if must_reconcile {
+            match self.reconcile(item, user).await {
+                Err(e) => return self.transfer_retry(item, CallOutcome::Retryable, &e).await,
+                Ok(Reconciled::Found(t)) => {
+                    self.store
+                        .record_transfer_done(id, t.id, "found at Dots by reconciliation")
+                        .await?;
+                    return Ok(None);
+                }
+                Ok(Reconciled::None) => {
+                    self.store.record_reconciled_none(id, 1).await?;
+                    if aged_out {
+                        // Proven absent and the key is forgotten by Dots: a new key, recorded below before the call.
+                        generation += 1;
+                        key = None;
+                    } else if outcome == Some("duplicate_key") {
+                        // Dots saw the key but lists no transfer: the first request may still be
+                        // in flight there. Wait, then retry the same key (or a new one once aged out).
+                        let at = self.next_attempt_at(item.attempts, None);
+                        self.store
+                            .record_transfer_failure(
+                                id,
+                                CallOutcome::DuplicateKey,
+                                "key seen by Dots, no transfer listed yet",
+                                at,
+                            )
+                            .await?;
+                        return Ok(Some(Next::RetryAt(at)));
+                    }
+                }
+            }
+        }
+        let key = match key {
+            Some(k) => k,
+            None => {
+                key_at = now;
+                IdempotencyKey::derive(id, generation)
+            }
+        };
+        // Phase 1: intent and key are durable before the request leaves.
+        if !self
+            .store
+            .record_transfer_intent(id, key, generation, key_at)
+            .await?
+        {
+            return Ok(None); // state moved under us; look again
+        }
+        // Phase 2: the call, with no transaction open.
+        let req = CreateTransfer {
+            amount: amount.as_credit(),
+            user_id: user,
+            idempotency_key: Some(key.as_uuid()),
+            metadata: Some(super::item_metadata(item, "payout")),
+        };
+        match self.dots.create_transfer(&req).await {
+            // Phase 3: the outcome.
+            Ok(t) => {
+                if t.amount != req.amount || t.user_id != user {
+                    warn!(transfer_id = %t.id, amount = t.amount, "Dots echoed a different amount or user");
+                }
+                self.store.record_transfer_done(id, t.id, "made").await?;
+                Ok(None)
+            }
+            Err(e) => {
+                let outcome = match e.class() {
+                    ErrorClass::Retryable => CallOutcome::Retryable,
+                    ErrorClass::Ambiguous => CallOutcome::Ambiguous,
+                    ErrorClass::DuplicateKey => CallOutcome::DuplicateKey,
+                    ErrorClass::Permanent => CallOutcome::Permanent,
+                };
+                self.transfer_retry(item, outcome, &e).await
+            }
+        }
+    }
+
+    /// Closes a failed call: retry later, reconcile now, or fail the item — never fail an item
+    /// whose money may have moved without looking at Dots first.
+    async fn transfer_retry(
+        &self,
+        item: &ItemRecord,
+        outcome: CallOutcome,
+        err: &DotsError,
+    ) -> Result<Option<Next>, JobError> {
+        let id = item.item_id()?;
+        let msg = err.to_string();
+        let give_up = outcome == CallOutcome::Permanent
+            || item.attempts + 1 >= self.settings.max_attempts as i64;
+        if outcome == CallOutcome::DuplicateKey {
+            // Reconcile on the next turn, straight away.
+            self.store
+                .record_transfer_failure(id, outcome, &msg, now_ms())
+                .await?;
+            return Ok(None);
+        }
+        if give_up {
+            // Earlier attempts (or this one) may have moved money: look before failing.
+            let had_unclear = item.transfer_attempts > 1 || outcome == CallOutcome::Ambiguous;
+            if had_unclear && let Some(user) = item.user_id()? {
+                match self.reconcile(item, user).await {
+                    Ok(Reconciled::Found(t)) => {
+                        self.store
+                            .record_transfer_failure(id, outcome, &msg, 0)
+                            .await?;
+                        self.store
+                            .record_transfer_done(id, t.id, "found at Dots by reconciliation")
+                            .await?;
+                        return Ok(None);
+                    }
+                    Ok(Reconciled::None) => {}
+                    Err(e) => {
+                        // Cannot tell: keep the item alive and try again later.
+                        let at = self.next_attempt_at(item.attempts, Some(&e));
+                        self.store
+                            .record_transfer_failure(
+                                id,
+                                CallOutcome::Ambiguous,
+                                &format!("{msg}; reconciliation failed: {e}"),
+                                at,
+                            )
+                            .await?;
+                        return Ok(Some(Next::RetryAt(at)));
+                    }
+                }
+            }
+            self.store
+                .record_transfer_failure(id, outcome, &msg, 0)
+                .await?;
+            let reason = if outcome == CallOutcome::Permanent {
+                format!("transfer refused: {msg}")
+            } else {
+                format!(
+                    "transfer gave up after {} attempts: {msg}",
+                    item.attempts + 1
+                )
+            };
+            self.store
+                .fail_item(id, ItemState::Transferring, &reason)
+                .await?;
+            return Ok(Some(Next::Idle));
+        }
+        let at = self.next_attempt_at(item.attempts, Some(err));
+        self.store
+            .record_transfer_failure(id, outcome, &msg, at)
+            .await?;
+        Ok(Some(Next::RetryAt(at)))
+    }
+
+    /// Looks for a transfer this item already made: every page of the user's transfers,
+    /// matched on our metadata (`payrun_item_id`; Dots does not echo idempotency keys).
+    #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
+    async fn reconcile(&self, item: &ItemRecord, user: Uuid) -> Result<Reconciled, DotsError> {
+        let transfers = self.dots.list_all_transfers(user).await?;
+        let mine = transfers
+            .into_iter()
+            .find(|t| t.metadata_str("payrun_item_id") == Some(item.id.as_str()));
+        Ok(match mine {
+            Some(t) if !matches!(t.status.as_str(), "failed" | "canceled" | "reversed") => {
+                Reconciled::Found(t)
+            }
+            _ => Reconciled::None,
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! The worker process: an apalis worker for item jobs, an apalis-cron worker for the flow
+//! poller, both on the same database as the store, both stopped by one shutdown future.
+//!
+//! Guarantees:
+//! - on start, every item with work due is enqueued again (a job lost between a batch commit
+//!   and its enqueue, or by a crash, is never stranded); the poller repeats this sweep for
+//!   items untouched for `STALE_MS`;
+//! - on shutdown, jobs in flight finish (apalis drains them) before `run` returns; a job killed
+//!   mid-flight is retried after its lease and apalis' heartbeat expire, and the item's stored
+//!   state decides what it does (see `jobs::transfer` for why that never pays twice).
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_cron::{CronScheduler, Tick};
+use futures::FutureExt;
+use tracing::{error, info, warn};
+
+use super::{Engine, ItemJob, Next, Queue};
+use crate::poll;
+use crate::store::now_ms;
+
+/// Items with work due but untouched this long are re-enqueued by the poller's sweep.
+pub const STALE_MS: i64 = 10 * 60 * 1000;
+
+#[derive(Clone)]
+struct Shared {
+    engine: Engine,
+    queue: Queue,
+}
+
+async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynError> {
+    let id = job.item_id.parse()?;
+    let mut queue = shared.queue.clone();
+    match shared.engine.process_item(id).await {
+        Ok(Next::RetryAt(at)) => queue.push(&[id], Some(at)).await?,
+        Ok(Next::Idle | Next::Busy) => {}
+        Err(e) => {
+            // Leave the item as stored; the sweep or apalis' own retry brings it back.
+            error!(item_id = %id, error = %e, "item job failed");
+            let at = now_ms() + shared.engine.backoff(3, None).as_millis() as i64;
+            queue.push(&[id], Some(at)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynError> {
+    let mut queue = shared.queue.clone();
+    let report = poll::poll_due(&shared.engine, now_ms(), 1000).await?;
+    if !report.onboarded.is_empty() {
+        queue.push(&report.onboarded, None).await?;
+    }
+    let stale = shared
+        .engine
+        .store
+        .workable_items(now_ms(), now_ms() - STALE_MS, 1000)
+        .await?;
+    if !stale.is_empty() {
+        warn!(count = stale.len(), "re-enqueueing stale items");
+        queue.push(&stale, None).await?;
+    }
+    Ok(())
+}
+
+/// Enqueues every item with work due now: run at start-up.
+pub async fn resume(engine: &Engine, queue: &mut Queue) -> anyhow::Result<usize> {
+    let ids = engine
+        .store
+        .workable_items(now_ms(), now_ms(), i64::MAX)
+        .await?;
+    queue.push(&ids, None).await?;
+    Ok(ids.len())
+}
+
+/// Runs the item worker and the poller until `shutdown` resolves, then lets jobs in flight
+/// finish.
+pub async fn run(
+    engine: Engine,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = engine.settings.clone();
+    let heartbeat = Duration::from_secs(settings.heartbeat_secs.max(1));
+    let mut queue = Queue::new(&engine.store, heartbeat);
+    let resumed = resume(&engine, &mut queue).await?;
+    info!(resumed, worker = %engine.owner, "worker starting");
+    let schedule = cron::Schedule::from_str(&settings.poll_cron)
+        .map_err(|e| anyhow::anyhow!("bad poll_cron {:?}: {e}", settings.poll_cron))?;
+    let shared = Shared {
+        engine: engine.clone(),
+        queue: queue.clone(),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+        Ok::<(), std::io::Error>(())
+    };
+    let interval = Duration::from_millis(settings.queue_poll_ms.max(10));
+    let strategy = || apalis::prelude::Strategy::new().interval(interval);
+    let items = {
+        let name = format!("{}-items", engine.owner);
+        let shared = shared.clone();
+        let concurrency = settings.concurrency.max(1);
+        let rx = rx.clone();
+        match queue.clone() {
+            Queue::Sqlite(s) => WorkerBuilder::new(name)
+                .backend(s.poll_with_strategy(strategy()))
+                .concurrency(concurrency)
+                .data(shared)
+                .build(handle_item)
+                .run_until(signal(rx))
+                .boxed(),
+            Queue::Postgres(s) => WorkerBuilder::new(name)
+                .backend(s.poll_with_strategy(strategy()))
+                .concurrency(concurrency)
+                .data(shared)
+                .build(handle_item)
+                .run_until(signal(rx))
+                .boxed(),
+        }
+    };
+    let poller = WorkerBuilder::new(format!("{}-poll", engine.owner))
+        .backend(CronScheduler::new(schedule))
+        .data(shared)
+        .build(handle_tick)
+        .run_until(signal(rx));
+    let (a, b) = tokio::join!(items, poller);
+    a?;
+    b?;
+    info!(worker = %engine.owner, "worker stopped");
+    Ok(())
+}

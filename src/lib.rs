@@ -1,0 +1,17 @@
+//! payrun: a durable batch payout worker for the Dots payouts API.
+//!
+//! See ARCHITECTURE.md for the map. In short: `intake` validates a CSV, `store` keeps batches
+//! and items (the source of truth), `jobs` moves each item through its state machine
+//! (`item`) calling Dots through `dots::client`, `poll` watches flows waiting on payees, and
+//! `app` holds the operator commands the binary exposes.
+
+pub mod app;
+pub mod batch;
+pub mod config;
+pub mod dots;
+pub mod intake;
+pub mod item;
+pub mod jobs;
+pub mod money;
+pub mod poll;
+pub mod store;

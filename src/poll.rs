@@ -1,0 +1,132 @@
+//! Polling open flows: items waiting on their payee (`onboarding`, `awaiting_payout`) are
+//! checked with `GET /v2/flows/{id}` when their per-flow poll time is due, backing off per flow
+//! along `worker.poll_schedule_secs`. Run from an apalis-cron job (see `jobs::worker`).
+//!
+//! An onboarding flow that gained a `user_id` moves its item to `transferring` (the caller
+//! enqueues it); a payout flow whose `completed_steps` cover its `steps` completes the item.
+
+use futures::StreamExt;
+use tracing::{info, instrument, warn};
+
+use crate::batch::ItemId;
+use crate::item::ItemState;
+use crate::jobs::{Engine, JobError};
+use crate::store::ItemRecord;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PollReport {
+    pub polled: usize,
+    pub onboarded: Vec<ItemId>,
+    pub completed: usize,
+    pub errors: usize,
+}
+
+/// Polls every flow due at `now` (unix ms), at most `limit`, a few at a time.
+#[instrument(skip(engine))]
+pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollReport, JobError> {
+    let due = engine.store.items_due_for_poll(now, limit).await?;
+    let results: Vec<_> = futures::stream::iter(due)
+        .map(|item| async move { poll_one(engine, &item).await })
+        .buffer_unordered(engine.settings.concurrency.max(1))
+        .collect()
+        .await;
+    let mut report = PollReport::default();
+    for r in results {
+        report.polled += 1;
+        match r {
+            Ok(Polled::Onboarded(id)) => report.onboarded.push(id),
+            Ok(Polled::Completed) => report.completed += 1,
+            Ok(Polled::Open) => {}
+            Err(e) => {
+                warn!(error = %e, "poll failed");
+                report.errors += 1;
+            }
+        }
+    }
+    if report.polled > 0 {
+        info!(
+            polled = report.polled,
+            onboarded = report.onboarded.len(),
+            completed = report.completed,
+            "polled flows"
+        );
+    }
+    Ok(report)
+}
+
+enum Polled {
+    Open,
+    Onboarded(ItemId),
+    Completed,
+}
+
+#[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
+async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError> {
+    let id = item.item_id()?;
+    let state = item.item_state()?;
+    let flow_id = match state {
+        ItemState::Onboarding => item.onboarding_flow()?,
+        _ => item.payout_flow()?,
+    };
+    let Some(flow_id) = flow_id else {
+        engine
+            .store
+            .fail_item(id, state, "waiting on a flow that was never recorded")
+            .await?;
+        return Ok(Polled::Open);
+    };
+    match engine.dots.get_flow(flow_id).await {
+        Ok(flow) => match state {
+            ItemState::Onboarding => match flow.user_id {
+                Some(user) => {
+                    engine
+                        .store
+                        .begin_transfer(id, state, &item.payee_id, user)
+                        .await?;
+                    Ok(Polled::Onboarded(id))
+                }
+                None => {
+                    engine
+                        .store
+                        .record_poll(id, state, engine.next_poll_at(item.polls + 1))
+                        .await?;
+                    Ok(Polled::Open)
+                }
+            },
+            _ if flow.is_complete() => {
+                engine.store.complete_item(id, 1).await?;
+                Ok(Polled::Completed)
+            }
+            _ => {
+                engine
+                    .store
+                    .record_poll(id, state, engine.next_poll_at(item.polls + 1))
+                    .await?;
+                Ok(Polled::Open)
+            }
+        },
+        Err(e) if e.is_not_found() => {
+            engine
+                .store
+                .fail_item(
+                    id,
+                    state,
+                    &format!("flow {flow_id} no longer exists at Dots"),
+                )
+                .await?;
+            Ok(Polled::Open)
+        }
+        Err(e) => {
+            // Try again at the next scheduled poll; a flow read never changes money.
+            engine
+                .store
+                .record_poll(id, state, engine.next_poll_at(item.polls))
+                .await?;
+            engine
+                .store
+                .record_event(id, "poll_error", &e.to_string())
+                .await?;
+            Ok(Polled::Open)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The store: the only module that contains SQL. It owns payrun's tables (batches, items,
+//! payees, the append-only item event log) on SQLite or PostgreSQL, and runs both migration
+//! sets — ours (table `_payrun_migrations`) and apalis' own (sqlx's default table) — so the
+//! two never trip over each other in one database (apalis issue 26).
+//!
+//! Guarantees:
+//! - every item state change goes through [`ItemState::can_become`] and is guarded by the old
+//!   state in the `WHERE` clause, in the same transaction as its event row;
+//! - no method holds a transaction across an `.await` on anything but the database;
+//! - a batch and all its items are stored in one transaction, or nothing is.
+//!
+//! Both backends use the same runtime-checked SQL text (`$1` placeholders work on both). The
+//! `on_pool!` macro expands each query once per backend, so the compiler type-checks the binds
+//! for both; the test suite runs every query on both (see ARCHITECTURE.md, "Two backends").
+
+mod batches;
+mod items;
+
+pub use batches::*;
+pub use items::*;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// Database errors, classified for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    BadUrl(String),
+    #[error("illegal item transition {from} -> {to}")]
+    IllegalTransition {
+        from: crate::item::ItemState,
+        to: crate::item::ItemState,
+    },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Busy/locked databases and lost connections pass; constraint violations do not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(d) => {
+                    let m = d.message().to_ascii_lowercase();
+                    m.contains("locked")
+                        || m.contains("busy")
+                        || d.code().as_deref() == Some("40001")
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the concrete pool of whichever backend is in use.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::store::Pool::Sqlite($p) => $body,
+            $crate::store::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) pool: Pool,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and runs both migration sets.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let store = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // apalis' setup turns synchronous OFF; money needs NORMAL (with WAL) at least.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            if let Some(parent) = std::path::Path::new(opts.get_filename()).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts)
+                .await?;
+            Store {
+                pool: Pool::Sqlite(pool),
+            }
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await?;
+            Store {
+                pool: Pool::Postgres(pool),
+            }
+        } else {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                // apalis first: its setup also sets PRAGMAs, one of which we undo below.
+                apalis_sqlite::SqliteStorage::setup(p)
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("apalis setup: {e}")))?;
+                sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(p)
+                    .await?;
+                let mut m = sqlx::migrate!("./migrations/sqlite");
+                m.dangerous_set_table_name("_payrun_migrations");
+                m.run(p).await?;
+            }
+            Pool::Postgres(p) => {
+                sqlx::query("CREATE EXTENSION IF NOT EXISTS hstore")
+                    .execute(p)
+                    .await?;
+                apalis_postgres::PostgresStorage::setup(p)
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("apalis setup: {e}")))?;
+                let mut m = sqlx::migrate!("./migrations/postgres");
+                m.dangerous_set_table_name("_payrun_migrations");
+                m.run(p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_pool!(&self.pool, p => p.close().await)
+    }
+}
+
+/// A database URL with any password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
