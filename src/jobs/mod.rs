@@ -18,6 +18,7 @@ pub mod worker;
 pub use queue::{ItemJob, Queue, QueueError};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -57,6 +58,8 @@ pub struct Engine {
     pub settings: Arc<WorkerSettings>,
     /// This worker's unique name: lease owner and apalis worker name.
     pub owner: Arc<str>,
+    /// Added to the wall clock when judging idempotency-key age (tests move it a day ahead).
+    clock_offset_ms: Arc<AtomicI64>,
 }
 
 impl Engine {
@@ -66,7 +69,19 @@ impl Engine {
             dots,
             settings: Arc::new(settings),
             owner: owner.into(),
+            clock_offset_ms: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// Now, in unix ms, on the engine's clock.
+    pub fn now(&self) -> i64 {
+        now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves the engine's clock forward (tests: age an idempotency key past Dots' window).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock_offset_ms
+            .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
     }
 
     fn lease_ms(&self) -> i64 {

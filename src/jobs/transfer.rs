@@ -43,7 +43,7 @@ impl Engine {
         };
         let amount = Cents::from_stored(item.amount_cents)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        let now = now_ms();
+        let now = self.now();
         let outcome = item.transfer_outcome.as_deref();
         let key_age = item.transfer_key_at.map(|t| now - t).unwrap_or(0);
         let aged_out = key_age >= KEY_WINDOW_MS;
