@@ -133,6 +133,47 @@ impl DotsClient {
             .await
     }
 
+    /// One page of the App's flows, newest first.
+    #[instrument(skip(self), err(Display, level = "info"))]
+    pub async fn list_flows_page(
+        &self,
+        starting_after: Option<Uuid>,
+    ) -> Result<Page<Flow>, DotsError> {
+        let mut q = vec![("limit", "100".to_string())];
+        if let Some(c) = starting_after {
+            q.push(("starting_after", c.to_string()));
+        }
+        self.call::<(), _>(Method::GET, "/v2/flows", &q, None).await
+    }
+
+    /// The newest flow whose metadata has `key` = `value`, looking only at flows created at or
+    /// after `not_before` (the list is newest first, so the scan stops there).
+    pub async fn find_flow(
+        &self,
+        key: &str,
+        value: &str,
+        not_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Flow>, DotsError> {
+        let mut cursor = None;
+        loop {
+            let page = self.list_flows_page(cursor).await?;
+            for f in &page.data {
+                if f.metadata
+                    .as_ref()
+                    .and_then(|m| m.get(key))
+                    .and_then(|v| v.as_str())
+                    == Some(value)
+                {
+                    return Ok(Some(f.clone()));
+                }
+            }
+            match page.data.last() {
+                Some(last) if page.has_more && last.created >= not_before => cursor = Some(last.id),
+                _ => return Ok(None),
+            }
+        }
+    }
+
     #[instrument(skip(self, req), fields(user_id = %req.user_id, amount = req.amount, key = ?req.idempotency_key), err(Display, level = "info"))]
     pub async fn create_transfer(&self, req: &CreateTransfer) -> Result<Transfer, DotsError> {
         self.call(Method::POST, "/v2/transfers", &[], Some(req))

@@ -2,8 +2,10 @@
 //! payout flow whose link goes to the payee once the money is in their Dots wallet.
 //!
 //! Flows have no idempotency key at Dots. The payout flow is recorded as an open call before
-//! the request and closed with the flow id after; a call left open by a crash is logged and a
-//! new flow made (a duplicate flow moves no money; the item keeps exactly one link).
+//! the request and closed with the flow id after; when a crash leaves the call open, the flow
+//! is looked up by our metadata and reused if Dots made it, so an item keeps exactly one link.
+//! (Onboarding flows are not guarded this way: a duplicate onboarding flow moves no money and
+//! the item follows only the one it recorded.)
 
 use serde_json::json;
 use tracing::instrument;
@@ -54,13 +56,45 @@ impl Engine {
             return Ok(Some(Next::Idle));
         };
         if item.payout_call_open == 1 {
-            self.store
-                .record_event(
-                    id,
-                    "payout_unknown",
-                    "an earlier payout-flow call has no recorded outcome; creating a new flow",
-                )
-                .await?;
+            // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
+            // made it (found by our metadata among flows created since the call), else make one.
+            let since = chrono::DateTime::from_timestamp_millis(item.updated_at - 60_000)
+                .unwrap_or_default();
+            match self.dots.find_flow("payrun_item_id", &item.id, since).await {
+                Ok(Some(flow)) => {
+                    let next_poll = self.next_poll_at(0);
+                    self.store
+                        .record_payout_flow(id, flow.id, &flow.link, next_poll)
+                        .await?;
+                    self.store
+                        .record_event(
+                            id,
+                            "reconcile",
+                            &format!("reused payout flow {} made before a crash", flow.id),
+                        )
+                        .await?;
+                    return Ok(Some(Next::Idle));
+                }
+                Ok(None) => {
+                    self.store
+                        .record_event(
+                            id,
+                            "reconcile",
+                            "no payout flow was made by the interrupted call",
+                        )
+                        .await?;
+                }
+                Err(e) => {
+                    return self
+                        .step_failed(
+                            item,
+                            ItemState::Transferred,
+                            "looking for an interrupted payout flow",
+                            &e,
+                        )
+                        .await;
+                }
+            }
         }
         self.store.record_payout_intent(id).await?;
         let req = CreateFlow {

@@ -15,7 +15,7 @@ mod queue;
 mod transfer;
 pub mod worker;
 
-pub use queue::{ItemJob, Queue, QueueError};
+pub use queue::{ITEM_QUEUE, ItemJob, Queue, QueueError};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -184,3 +184,28 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+impl Store {
+    /// Jobs apalis holds for the item queue that have not finished (queue depth).
+    pub async fn queued_jobs(&self) -> Result<i64, StoreError> {
+        let q = crate::jobs::ITEM_QUEUE;
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM Jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
+                )
+                .bind(q)
+                .fetch_one(p)
+                .await?
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
+                )
+                .bind(q)
+                .fetch_one(p)
+                .await?
+            }
+        })
+    }
+}

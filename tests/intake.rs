@@ -1,0 +1,122 @@
+//! Submitting files: a rejected file stores and enqueues nothing, a resubmitted file returns
+//! its batch, a dry run stores nothing.
+
+mod common;
+
+use common::app::*;
+use payrun::app::{SubmitError, SubmitOptions, Submitted};
+use payrun::store::CreateBatchError;
+
+on_both_backends!(
+    a_rejected_csv_stores_and_enqueues_nothing,
+    a_row_naming_an_unknown_payee_without_contact_rejects_the_whole_file,
+    resubmitting_the_same_file_returns_the_existing_batch,
+    allow_duplicate_stores_a_second_batch,
+    a_dry_run_validates_and_stores_nothing,
+    an_accepted_file_enqueues_one_job_per_item,
+);
+
+async fn a_rejected_csv_stores_and_enqueues_nothing(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let csv = format!(
+        "{HEADER}{}{}{}",
+        new_payee_row("a", "1.00", "5550001"),
+        new_payee_row("b", "1.001", "5550002"),
+        new_payee_row("a", "2.00", "5550003"),
+    );
+    let err = app.submit(&csv).await.unwrap_err();
+    assert!(err.is_bad_input());
+    let msg = err.to_string();
+    assert!(msg.contains("line 3, column amount"), "{msg}");
+    assert!(msg.contains("line 4, column payee_id"), "{msg}");
+    assert!(app.store.list_batches(10).await.unwrap().is_empty());
+    assert_eq!(app.store.queued_jobs().await.unwrap(), 0);
+}
+
+async fn a_row_naming_an_unknown_payee_without_contact_rejects_the_whole_file(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    app.known_payee("known", "5550010").await;
+    let csv = format!(
+        "{HEADER}{}{}{}",
+        known_payee_row("known", "1.00"),
+        new_payee_row("new", "2.00", "5550011"),
+        known_payee_row("ghost", "3.00"),
+    );
+    let err = app.submit(&csv).await.unwrap_err();
+    let SubmitError::Rejected {
+        source: CreateBatchError::UnknownPayees(rows),
+        ..
+    } = &err
+    else {
+        panic!("expected unknown payees, got {err}")
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].line, 4);
+    assert!(rows[0].reason.contains("ghost"));
+    assert!(
+        app.store.list_batches(10).await.unwrap().is_empty(),
+        "rolled back"
+    );
+    assert_eq!(app.store.queued_jobs().await.unwrap(), 0);
+}
+
+async fn resubmitting_the_same_file_returns_the_existing_batch(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let csv = format!("{HEADER}{}", new_payee_row("a", "1.00", "5550001"));
+    let first = app.batch(&csv).await;
+    match app.submit(&csv).await.unwrap() {
+        Submitted::Existing { batch, .. } => assert_eq!(batch, first),
+        other => panic!("expected the existing batch, got {other:?}"),
+    }
+    assert_eq!(app.store.list_batches(10).await.unwrap().len(), 1);
+    assert_eq!(app.store.queued_jobs().await.unwrap(), 1);
+}
+
+async fn allow_duplicate_stores_a_second_batch(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let csv = format!("{HEADER}{}", new_payee_row("a", "1.00", "5550001"));
+    let first = app.batch(&csv).await;
+    let opts = SubmitOptions {
+        allow_duplicate: true,
+        ..Default::default()
+    };
+    let Submitted::New { batch, .. } = app.submit_with(&csv, &opts).await.unwrap() else {
+        panic!("expected a new batch")
+    };
+    assert_ne!(batch, first);
+    assert_eq!(app.store.list_batches(10).await.unwrap().len(), 2);
+}
+
+async fn a_dry_run_validates_and_stores_nothing(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let csv = format!(
+        "{HEADER}{}{}",
+        new_payee_row("a", "1.50", "5550001"),
+        new_payee_row("b", "2.25", "5550002")
+    );
+    let opts = SubmitOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let Submitted::DryRun { summary } = app.submit_with(&csv, &opts).await.unwrap() else {
+        panic!("expected a dry run")
+    };
+    assert_eq!((summary.rows, summary.total_cents), (2, 375));
+    assert!(app.store.list_batches(10).await.unwrap().is_empty());
+    assert_eq!(app.store.queued_jobs().await.unwrap(), 0);
+}
+
+async fn an_accepted_file_enqueues_one_job_per_item(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let csv = format!(
+        "{HEADER}{}{}",
+        new_payee_row("a", "1.50", "5550001"),
+        new_payee_row("b", "2.25", "5550002")
+    );
+    let batch = app.batch(&csv).await;
+    assert_eq!(app.store.queued_jobs().await.unwrap(), 2);
+    let items = app.items(batch).await;
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i.state == "pending"));
+    assert_eq!(items.iter().map(|i| i.amount_cents).sum::<i64>(), 375);
+}

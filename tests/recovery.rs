@@ -1,0 +1,271 @@
+//! The transfer safety protocol's reconciliation cases, and crash recovery between the steps
+//! of an item: whatever was interrupted, the payee ends up paid exactly once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::*;
+use payrun::dots::sim::Fault;
+use payrun::dots::types::CreateTransfer;
+use payrun::item::IdempotencyKey;
+use payrun::jobs::item_metadata;
+use payrun::store::{CallOutcome, ItemRecord, now_ms};
+
+on_both_backends!(
+    a_restarted_worker_finding_an_intent_whose_transfer_happened_does_not_pay_twice,
+    a_restarted_worker_finding_an_intent_whose_call_never_left_pays_once,
+    a_duplicate_key_rejection_is_reconciled_to_the_existing_transfer,
+    an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new_key,
+    an_unclear_attempt_older_than_the_key_window_that_moved_money_is_found,
+    a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made,
+    a_crash_before_the_payout_flow_call_left_makes_one_flow,
+    an_item_whose_lease_is_held_by_a_live_worker_is_not_touched,
+);
+
+/// One known payee in one batch, moved to `transferring` (ready to pay).
+async fn ready(app: &TestApp, phone: &str) -> (payrun::batch::BatchId, ItemRecord) {
+    app.known_payee("p", phone).await;
+    let batch = app
+        .batch(&format!("{HEADER}{}", known_payee_row("p", "25.00")))
+        .await;
+    let item = app.item(batch, "p").await;
+    let user = app.store.payee_user("p").await.unwrap().unwrap();
+    app.store
+        .begin_transfer(
+            item.item_id().unwrap(),
+            payrun::item::ItemState::Pending,
+            "p",
+            user,
+        )
+        .await
+        .unwrap();
+    (batch, app.item(batch, "p").await)
+}
+
+/// What a worker does just before the HTTP call, and (optionally) the call itself — then dies.
+async fn crash_after_intent(app: &TestApp, item: &ItemRecord, call_dots: bool) -> IdempotencyKey {
+    let id = item.item_id().unwrap();
+    let key = IdempotencyKey::derive(id, 0);
+    app.store
+        .record_transfer_intent(id, key, 0, app.engine.now())
+        .await
+        .unwrap();
+    if call_dots {
+        app.engine
+            .dots
+            .create_transfer(&CreateTransfer {
+                amount: -item.amount_cents,
+                user_id: item.user_id().unwrap().unwrap(),
+                idempotency_key: Some(key.as_uuid()),
+                metadata: Some(item_metadata(item, "payout")),
+            })
+            .await
+            .expect("the call that the crash interrupted went through");
+    }
+    key
+}
+
+async fn a_restarted_worker_finding_an_intent_whose_transfer_happened_does_not_pay_twice(
+    b: Backend,
+) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550301").await;
+    crash_after_intent(&app, &item, true).await;
+    let posts_before = app.sim().request_count("POST /v2/transfers");
+
+    app.step_until_idle(batch).await;
+    let after = app.item(batch, "p").await;
+    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(
+        app.sim().request_count("POST /v2/transfers"),
+        posts_before,
+        "no second POST"
+    );
+    assert!(
+        app.sim().request_count("GET /v2/transfers") >= 1,
+        "reconciled by listing"
+    );
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn a_restarted_worker_finding_an_intent_whose_call_never_left_pays_once(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550302").await;
+    let key = crash_after_intent(&app, &item, false).await;
+
+    app.step_until_idle(batch).await;
+    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    let ledger = app.ledger();
+    assert_eq!(ledger.transfers.len(), 1);
+    assert_eq!(
+        ledger.transfers[0].idempotency_key,
+        Some(key.as_uuid()),
+        "same key, still fresh"
+    );
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn a_duplicate_key_rejection_is_reconciled_to_the_existing_transfer(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550303").await;
+    // The earlier attempt's outcome was recorded as a plain retryable failure, yet it had
+    // reached Dots: the retry with the same key is rejected as a duplicate.
+    crash_after_intent(&app, &item, true).await;
+    let id = item.item_id().unwrap();
+    app.store
+        .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 502", 0)
+        .await
+        .unwrap();
+
+    app.step_until_idle(batch).await;
+    let after = app.item(batch, "p").await;
+    assert_eq!(after.state, "awaiting_payout");
+    let kinds: Vec<_> = app
+        .store
+        .item_events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert!(
+        kinds.iter().any(|d| d.starts_with("duplicate_key")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|d| d.contains("found at Dots by reconciliation")),
+        "{kinds:?}"
+    );
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new_key(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550304").await;
+    crash_after_intent(&app, &item, false).await;
+    let id = item.item_id().unwrap();
+    app.store
+        .record_transfer_failure(id, CallOutcome::Ambiguous, "timed out", 0)
+        .await
+        .unwrap();
+    // A day passes for payrun and for Dots: the key is forgotten.
+    app.engine.advance_clock(Duration::from_secs(25 * 3600));
+    app.sim().clock().advance(Duration::from_secs(25 * 3600));
+
+    app.step_until_idle(batch).await;
+    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    let ledger = app.ledger();
+    assert_eq!(ledger.transfers.len(), 1);
+    assert_eq!(
+        ledger.transfers[0].idempotency_key,
+        Some(IdempotencyKey::derive(id, 1).as_uuid()),
+        "proven absent, so a new key"
+    );
+    assert!(app.sim().request_count("GET /v2/transfers") >= 1);
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn an_unclear_attempt_older_than_the_key_window_that_moved_money_is_found(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550305").await;
+    let id = item.item_id().unwrap();
+    app.sim().inject("POST /v2/transfers", Fault::Drop, 1);
+    let next = app.engine.process_item(id).await.unwrap();
+    assert!(matches!(next, payrun::jobs::Next::RetryAt(_)), "{next:?}");
+    assert_eq!(
+        app.item(batch, "p").await.transfer_outcome.as_deref(),
+        Some("ambiguous")
+    );
+    app.engine.advance_clock(Duration::from_secs(25 * 3600));
+    app.sim().clock().advance(Duration::from_secs(25 * 3600));
+
+    app.step_until_idle(batch).await;
+    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(
+        app.ledger().transfers.len(),
+        1,
+        "the key aged out, but the old transfer was found"
+    );
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550306").await;
+    let id = item.item_id().unwrap();
+    crash_after_intent(&app, &item, true).await;
+    let t = app.transfers_for(&item)[0].id;
+    app.store.record_transfer_done(id, t, "made").await.unwrap();
+    // Intent for the payout flow committed, the flow made at Dots, then the worker died.
+    app.store.record_payout_intent(id).await.unwrap();
+    let made = app
+        .engine
+        .dots
+        .create_flow(&payrun::dots::types::CreateFlow {
+            steps: vec![serde_json::json!("payout")],
+            user_id: item.user_id().unwrap(),
+            metadata: Some(item_metadata(&item, "payout")),
+            require_auth: None,
+        })
+        .await
+        .unwrap();
+    let flows_before = app.sim().request_count("POST /v2/flows");
+
+    app.step_until_idle(batch).await;
+    let after = app.item(batch, "p").await;
+    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(
+        after.payout_flow_id,
+        Some(made.id.to_string()),
+        "the flow Dots made is reused"
+    );
+    assert_eq!(
+        app.sim().request_count("POST /v2/flows"),
+        flows_before,
+        "no second flow"
+    );
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn a_crash_before_the_payout_flow_call_left_makes_one_flow(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550307").await;
+    let id = item.item_id().unwrap();
+    crash_after_intent(&app, &item, true).await;
+    let t = app.transfers_for(&item)[0].id;
+    app.store.record_transfer_done(id, t, "made").await.unwrap();
+    app.store.record_payout_intent(id).await.unwrap();
+
+    app.step_until_idle(batch).await;
+    let after = app.item(batch, "p").await;
+    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(app.sim().request_count("POST /v2/flows"), 1);
+    app.assert_paid_exactly_once(batch).await;
+}
+
+async fn an_item_whose_lease_is_held_by_a_live_worker_is_not_touched(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550308").await;
+    let id = item.item_id().unwrap();
+    assert!(
+        app.store
+            .try_lease(id, "other-worker", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        app.engine.process_item(id).await.unwrap(),
+        payrun::jobs::Next::Busy
+    );
+    assert!(app.ledger().transfers.is_empty());
+    // Once that worker's lease lapses, this one takes over.
+    app.store.release_lease(id, "other-worker").await.unwrap();
+    app.step_until_idle(batch).await;
+    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    app.assert_paid_exactly_once(batch).await;
+    let _ = now_ms();
+}

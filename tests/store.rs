@@ -1,0 +1,175 @@
+//! The store enforces the item state machine: the enum's transitions, the schema's CHECK
+//! constraint, and an append-only event log — on both backends, with both migration sets
+//! (ours and apalis') in one fresh database.
+
+mod common;
+
+use common::app::*;
+use payrun::item::ItemState;
+use payrun::store::{Store, StoreError};
+use uuid::Uuid;
+
+on_both_backends!(
+    illegal_transitions_are_refused_and_change_nothing,
+    a_transition_from_a_state_the_item_has_left_does_nothing,
+    the_schema_refuses_unknown_states,
+    the_event_log_is_append_only,
+    migrations_run_twice_on_one_database_without_tripping,
+);
+
+async fn stored_item(app: &TestApp) -> payrun::store::ItemRecord {
+    let batch = app
+        .batch(&format!(
+            "{HEADER}{}",
+            new_payee_row("a", "1.00", "5550001")
+        ))
+        .await;
+    app.item(batch, "a").await
+}
+
+async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    let id = item.item_id().unwrap();
+    // completed -> failed is not a transition of the state machine: refused before any SQL.
+    let err = app
+        .store
+        .fail_item(id, ItemState::Completed, "late failure")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::IllegalTransition {
+                from: ItemState::Completed,
+                to: ItemState::Failed
+            }
+        ),
+        "{err}"
+    );
+    // Steps that need another state leave a pending item alone.
+    assert!(
+        !app.store
+            .record_payout_flow(id, Uuid::new_v4(), "http://x", 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !app.store
+            .record_transfer_done(id, Uuid::new_v4(), "x")
+            .await
+            .unwrap(),
+        "not transferring"
+    );
+    assert!(!app.store.complete_item(id, 0).await.unwrap());
+    let after = app.store.item(id).await.unwrap().unwrap();
+    assert_eq!(after.state, "pending");
+    assert!(after.transfer_id.is_none());
+}
+
+async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    let id = item.item_id().unwrap();
+    let user = Uuid::new_v4();
+    assert!(
+        app.store
+            .begin_transfer(id, ItemState::Pending, "a", user)
+            .await
+            .unwrap()
+    );
+    // A second worker acting on a stale read of `pending` is a no-op.
+    assert!(
+        !app.store
+            .begin_onboarding(id, Uuid::new_v4(), "http://x", 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !app.store
+            .begin_transfer(id, ItemState::Pending, "a", Uuid::new_v4())
+            .await
+            .unwrap()
+    );
+    let after = app.store.item(id).await.unwrap().unwrap();
+    assert_eq!(after.state, "transferring");
+    assert_eq!(after.dots_user_id, Some(user.to_string()));
+    let to_states: Vec<_> = app
+        .store
+        .item_events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.to_state)
+        .collect();
+    assert_eq!(to_states, ["pending", "transferring"]);
+}
+
+async fn raw(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.db_url).await?;
+            Ok(sqlx::query(sql).execute(&pool).await?.rows_affected())
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.db_url).await?;
+            Ok(sqlx::query(sql).execute(&pool).await?.rows_affected())
+        }
+    }
+}
+
+async fn the_schema_refuses_unknown_states(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    let err = raw(
+        &app,
+        &format!("UPDATE items SET state = 'paid' WHERE id = '{}'", item.id),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("check"), "{err}");
+    // Every state the enum knows is accepted by the schema.
+    for s in ItemState::ALL {
+        raw(
+            &app,
+            &format!(
+                "UPDATE items SET state = '{}' WHERE id = '{}'",
+                s.as_str(),
+                item.id
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn the_event_log_is_append_only(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    assert!(
+        raw(&app, "UPDATE item_events SET detail = 'rewritten'")
+            .await
+            .is_err()
+    );
+    assert!(raw(&app, "DELETE FROM item_events").await.is_err());
+    assert_eq!(
+        app.store
+            .item_events(item.item_id().unwrap())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn migrations_run_twice_on_one_database_without_tripping(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    // A second process starting on the same database runs both migration sets again.
+    let again = Store::connect(&app.db_url)
+        .await
+        .expect("second connect migrates cleanly");
+    assert!(again.item(item.item_id().unwrap()).await.unwrap().is_some());
+    assert_eq!(again.queued_jobs().await.unwrap(), 1);
+}
