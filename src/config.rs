@@ -71,6 +71,7 @@ pub struct WorkerSettings {
     pub lease_secs: u64,
     pub heartbeat_secs: u64,
     pub queue_poll_ms: u64,
+    pub stale_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

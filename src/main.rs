@@ -84,6 +84,12 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Compare a batch with the transfers Dots reports for its payees; lists every mismatch. Exit 1 if any.
+    Audit {
+        batch: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the Dots API simulator (credentials from DOTS_CLIENT_ID / DOTS_API_KEY).
     Sim(SimArgs),
 }
@@ -360,6 +366,56 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 list.iter().for_each(print_status);
             }
             Ok(exit::OK)
+        }
+        Command::Audit { batch, json } => {
+            let s = settings(&cli)?;
+            let store = open(&s).await?;
+            let id = match batch.parse() {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::BAD_INPUT);
+                }
+            };
+            if store.batch(id).await?.is_none() {
+                eprintln!("error: no batch {id}; `payrun status` lists batches");
+                return Ok(exit::BAD_INPUT);
+            }
+            let dots = DotsClient::new(s.client_config())?;
+            let r = app::audit::audit_batch(&store, &dots, id).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "batch {id}: {} items, {} transfers at Dots name this batch",
+                    r.items, r.transfers
+                );
+                for (what, list) in [
+                    ("paid in payrun, no transfer at Dots", &r.missing),
+                    ("more than one transfer", &r.duplicated),
+                    ("transfer with another amount, user or id", &r.mismatched),
+                    ("transfer at Dots not recorded in payrun", &r.unrecorded),
+                    ("transfers naming no item of the batch", &r.orphans),
+                ] {
+                    println!(
+                        "  {what}: {}",
+                        if list.is_empty() {
+                            "none".to_string()
+                        } else {
+                            list.join(", ")
+                        }
+                    );
+                }
+                println!(
+                    "{}",
+                    if r.ok() {
+                        "OK: every item paid at most once, as recorded"
+                    } else {
+                        "MISMATCH: investigate before rerunning anything"
+                    }
+                );
+            }
+            Ok(if r.ok() { exit::OK } else { exit::FAILED })
         }
         Command::Report { batch, output } => {
             let s = settings(&cli)?;

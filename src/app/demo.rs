@@ -17,6 +17,7 @@ use crate::dots::types::CreateUser;
 use crate::jobs::{Engine, Queue};
 use crate::store::Store;
 
+use super::audit::{SeenTransfer, compare};
 use super::{SubmitOptions, Submitted, submit_file};
 
 #[derive(Debug, Clone)]
@@ -36,26 +37,6 @@ impl Default for DemoOptions {
             known_sellers: "examples/known_sellers.csv".into(),
             never_completes: "seller-017".into(),
         }
-    }
-}
-
-/// Result of the demo's ledger audit.
-#[derive(Debug, Clone, Default)]
-pub struct Audit {
-    pub items: usize,
-    pub transfers: usize,
-    pub missing: Vec<String>,
-    pub duplicated: Vec<String>,
-    pub wrong_amount: Vec<String>,
-    pub unknown: usize,
-}
-
-impl Audit {
-    pub fn ok(&self) -> bool {
-        self.missing.is_empty()
-            && self.duplicated.is_empty()
-            && self.wrong_amount.is_empty()
-            && self.unknown == 0
     }
 }
 
@@ -202,67 +183,27 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
         .await?
         .json()
         .await?;
-    let audit = audit(&items, &ledger);
+    let seen: Vec<SeenTransfer> = ledger.transfers.iter().map(SeenTransfer::from).collect();
+    let audit = compare(batch, &items, &seen);
     println!(
-        "\nledger audit: {} items, {} transfers, {} missing, {} duplicated, {} wrong amount, {} not ours",
+        "\nledger audit: {} items, {} transfers in the ledger, {} for this batch: {} missing, {} duplicated, {} wrong amount or user, {} unrecorded, {} orphans",
         audit.items,
+        ledger.transfers.len(),
         audit.transfers,
         audit.missing.len(),
         audit.duplicated.len(),
-        audit.wrong_amount.len(),
-        audit.unknown
+        audit.mismatched.len(),
+        audit.unrecorded.len(),
+        audit.orphans.len()
     );
+    let one_per_item = ledger.transfers.len() == items.len();
     let all_settled = items
         .iter()
         .all(|i| matches!(i.state.as_str(), "completed" | "awaiting_payout"));
     store.close().await;
-    Ok(if audit.ok() && all_settled {
+    Ok(if audit.ok() && all_settled && one_per_item {
         super::exit::OK
     } else {
         super::exit::FAILED
     })
-}
-
-/// Every item has exactly one transfer of its amount to its user; no transfer is unaccounted.
-pub fn audit(items: &[crate::store::ItemRecord], ledger: &Ledger) -> Audit {
-    let mut by_item: HashMap<&str, Vec<&crate::dots::sim::LedgerTransfer>> = HashMap::new();
-    let mut unknown = 0;
-    for t in &ledger.transfers {
-        match t
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get("payrun_item_id"))
-            .and_then(|v| v.as_str())
-        {
-            Some(id) if items.iter().any(|i| i.id == id) => by_item.entry(id).or_default().push(t),
-            _ => unknown += 1,
-        }
-    }
-    let mut a = Audit {
-        items: items.len(),
-        transfers: ledger.transfers.len(),
-        unknown,
-        ..Audit::default()
-    };
-    for i in items {
-        let ts = by_item.get(i.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let should_pay = i.dots_user_id.is_some()
-            && i.state != "failed"
-            && i.state != "canceled"
-            && i.state != "onboarding"
-            && i.state != "pending";
-        match ts.len() {
-            0 if should_pay => a.missing.push(i.payee_id.clone()),
-            0 => {}
-            1 => {
-                let t = ts[0];
-                let right_user = i.dots_user_id.as_deref() == Some(t.user_id.to_string().as_str());
-                if t.amount != -i.amount_cents || !right_user {
-                    a.wrong_amount.push(i.payee_id.clone());
-                }
-            }
-            _ => a.duplicated.push(i.payee_id.clone()),
-        }
-    }
-    a
 }

@@ -1,6 +1,7 @@
 //! Operator commands behind the CLI: submit, run, status, report, and the demo. Each returns
 //! data (the binary prints it) and never calls `exit` itself.
 
+pub mod audit;
 mod demo;
 mod report;
 mod submit;

@@ -38,8 +38,9 @@ pub enum Next {
     Idle,
     /// Run again at this unix-ms time.
     RetryAt(i64),
-    /// Another worker holds the item.
-    Busy,
+    /// Another worker holds the item until this unix-ms time (look again then: if that worker
+    /// died, its lease lapses and this job takes over).
+    Busy(i64),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,10 +124,9 @@ impl Engine {
             .try_lease(id, &self.owner, self.lease_ms())
             .await?
         else {
-            return if self.store.item(id).await?.is_none() {
-                Err(JobError::NoSuchItem(id))
-            } else {
-                Ok(Next::Busy)
+            return match self.store.item(id).await? {
+                None => Err(JobError::NoSuchItem(id)),
+                Some(held) => Ok(Next::Busy(held.lease_until + 100)),
             };
         };
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);

@@ -22,9 +22,6 @@ use super::{Engine, ItemJob, Next, Queue};
 use crate::poll;
 use crate::store::now_ms;
 
-/// Items with work due but untouched this long are re-enqueued by the poller's sweep.
-pub const STALE_MS: i64 = 10 * 60 * 1000;
-
 #[derive(Clone)]
 struct Shared {
     engine: Engine,
@@ -35,8 +32,8 @@ async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynErr
     let id = job.item_id.parse()?;
     let mut queue = shared.queue.clone();
     match shared.engine.process_item(id).await {
-        Ok(Next::RetryAt(at)) => queue.push(&[id], Some(at)).await?,
-        Ok(Next::Idle | Next::Busy) => {}
+        Ok(Next::RetryAt(at) | Next::Busy(at)) => queue.push(&[id], Some(at)).await?,
+        Ok(Next::Idle) => {}
         Err(e) => {
             // Leave the item as stored; the sweep or apalis' own retry brings it back.
             error!(item_id = %id, error = %e, "item job failed");
@@ -56,7 +53,11 @@ async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynErro
     let stale = shared
         .engine
         .store
-        .workable_items(now_ms(), now_ms() - STALE_MS, 1000)
+        .workable_items(
+            now_ms(),
+            now_ms() - shared.engine.settings.stale_secs as i64 * 1000,
+            1000,
+        )
         .await?;
     if !stale.is_empty() {
         warn!(count = stale.len(), "re-enqueueing stale items");

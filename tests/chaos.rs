@@ -1,0 +1,310 @@
+//! Chaos: the real `payrun` binary, three worker processes on one PostgreSQL database, a
+//! simulator process with faults (5 % 5xx, 3 % commit-then-drop, 2 % 429 with Retry-After,
+//! 1 % 10-second stalls), and a killer that SIGKILLs a random worker at random moments and
+//! restarts it. At the end the simulator's ledger is audited: every item has exactly one
+//! transfer of the right amount to the right user, no transfer lacks an item, and every item
+//! is terminal or waiting on its payee.
+//!
+//! Size: `PAYRUN_CHAOS_ITEMS` (default 2000) and `PAYRUN_CHAOS_KILLS` (default 5).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::app::{Backend, fresh_database};
+use futures::StreamExt;
+use payrun::app::audit::{SeenTransfer, compare};
+use payrun::dots::sim::Ledger;
+use payrun::store::Store;
+use rand::Rng;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_payrun");
+const CLIENT_ID: &str = "chaos-client";
+const API_KEY: &str = "chaos-key";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Env {
+    db_url: String,
+    base_url: String,
+    config: std::path::PathBuf,
+    logs: std::path::PathBuf,
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("PAYRUN_DATABASE_URL", &self.db_url)
+            .env("DOTS_BASE_URL", &self.base_url)
+            .env("DOTS_CLIENT_ID", CLIENT_ID)
+            .env("DOTS_API_KEY", API_KEY)
+            .env("RUST_LOG", "payrun=warn")
+            .kill_on_drop(true);
+        c
+    }
+
+    fn worker(&self, n: usize, generation: usize) -> Child {
+        let log =
+            std::fs::File::create(self.logs.join(format!("worker-{n}-{generation}.log"))).unwrap();
+        self.cmd(&["worker"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("worker starts")
+    }
+}
+
+/// Creates a Dots user through the simulator's API, retrying its injected faults.
+async fn create_user(http: &reqwest::Client, base: &str, n: usize) -> String {
+    for _ in 0..50 {
+        let r = http
+            .post(format!("{base}/v2/users"))
+            .basic_auth(CLIENT_ID, Some(API_KEY))
+            .timeout(Duration::from_secs(2))
+            .json(&serde_json::json!({
+                "first_name": "Known", "last_name": format!("Seller{n}"),
+                "email": format!("known{n}@example.com"), "country_code": "1",
+                "phone_number": format!("777{n:07}"),
+            }))
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status().is_success()
+            && let Ok(v) = r.json::<serde_json::Value>().await
+        {
+            return v["id"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("could not create user {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_once() {
+    let items = env_or("PAYRUN_CHAOS_ITEMS", 2000);
+    let kills = env_or("PAYRUN_CHAOS_KILLS", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = fresh_database(Backend::Postgres, dir.path()).await;
+    let port = free_port();
+    let env = Env {
+        db_url: db_url.clone(),
+        base_url: format!("http://127.0.0.1:{port}/api"),
+        config: dir.path().join("chaos.toml"),
+        logs: dir.path().to_path_buf(),
+    };
+    std::fs::write(
+        &env.config,
+        r#"
+[dots]
+timeout_secs = 3
+connect_timeout_secs = 2
+[worker]
+concurrency = 8
+poll_cron = "* * * * * *"
+poll_schedule_secs = [1, 2]
+backoff_base_ms = 200
+backoff_max_secs = 5
+max_attempts = 40
+lease_secs = 15
+heartbeat_secs = 2
+queue_poll_ms = 100
+stale_secs = 30
+"#,
+    )
+    .unwrap();
+
+    // The simulator, as its own process.
+    let sim_log = std::fs::File::create(dir.path().join("sim.log")).unwrap();
+    let _sim = env
+        .cmd(&[
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--complete-after",
+            "1",
+            "--error-rate",
+            "0.05",
+            "--drop-rate",
+            "0.03",
+            "--throttle-rate",
+            "0.02",
+            "--stall-rate",
+            "0.01",
+        ])
+        .stdout(Stdio::null())
+        .stderr(sim_log)
+        .spawn()
+        .expect("simulator starts");
+    let http = reqwest::Client::new();
+    let ledger_url = format!("http://127.0.0.1:{port}/_sim/ledger");
+    for _ in 0..100 {
+        if http.get(&ledger_url).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Half the sellers are known Dots users, half are new and get onboarded.
+    let known = items / 2;
+    let users: Vec<String> = futures::stream::iter(0..known)
+        .map(|n| {
+            let http = http.clone();
+            let base = env.base_url.clone();
+            async move { create_user(&http, &base, n).await }
+        })
+        .buffered(32)
+        .collect()
+        .await;
+    let mut csv = String::from(
+        "payee_id,amount,dots_user_id,first_name,last_name,email,country_code,phone_number,memo\n",
+    );
+    let mut rng = rand::rng();
+    for n in 0..items {
+        let cents: i64 = rng.random_range(100..500_000);
+        let amount = format!("{}.{:02}", cents / 100, cents % 100);
+        if n < known {
+            csv.push_str(&format!("c-{n:05},{amount},{},,,,,,\n", users[n]));
+        } else {
+            csv.push_str(&format!(
+                "c-{n:05},{amount},,New,Seller{n},new{n}@example.com,1,888{n:07},\n"
+            ));
+        }
+    }
+    let csv_path = dir.path().join("chaos.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let out = env
+        .cmd(&["submit", csv_path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "submit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch: payrun::batch::BatchId = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // Three workers, and a killer.
+    let started = Instant::now();
+    let mut workers: Vec<Child> = (0..3).map(|n| env.worker(n, 0)).collect();
+    let store = Store::connect(&db_url).await.unwrap();
+    let mut done_kills = 0;
+    while done_kills < kills {
+        let wait = rng.random_range(1500..4000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let victim = rng.random_range(0..workers.len());
+        workers[victim].kill().await.expect("SIGKILL");
+        done_kills += 1;
+        workers[victim] = env.worker(victim, done_kills);
+    }
+    let killed_at = started.elapsed();
+
+    // Wait for every item to be terminal or waiting on its payee.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if store.batch_is_settled(batch).await.unwrap() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch did not settle in 10 minutes: {:?}",
+            store.batch_counts(batch).await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let settled_in = started.elapsed();
+    for w in &workers {
+        if let Some(pid) = w.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+    }
+    for w in &mut workers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w.wait()).await;
+    }
+
+    // Audit the ledger.
+    let ledger: Ledger = http
+        .get(&ledger_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = store.batch_items(batch).await.unwrap();
+    let seen: Vec<SeenTransfer> = ledger.transfers.iter().map(SeenTransfer::from).collect();
+    let audit = compare(batch, &records, &seen);
+    let counts = store.batch_counts(batch).await.unwrap();
+    eprintln!(
+        "chaos: {items} items, {done_kills} kills (last at {:.1}s), settled in {:.1}s; {} transfers; states {:?}; audit {:?}",
+        killed_at.as_secs_f64(),
+        settled_in.as_secs_f64(),
+        ledger.transfers.len(),
+        counts
+            .iter()
+            .map(|c| (c.state.as_str(), c.count))
+            .collect::<Vec<_>>(),
+        (
+            audit.missing.len(),
+            audit.duplicated.len(),
+            audit.mismatched.len(),
+            audit.unrecorded.len(),
+            audit.orphans.len()
+        ),
+    );
+    assert!(audit.ok(), "audit failed: {audit:?}");
+    assert_eq!(
+        ledger.transfers.len(),
+        audit.transfers,
+        "every transfer in the ledger belongs to this batch"
+    );
+    let paid = records.iter().filter(|r| r.transfer_id.is_some()).count();
+    assert_eq!(ledger.transfers.len(), paid, "one transfer per paid item");
+    for r in &records {
+        let s = r.item_state().unwrap();
+        assert!(s.is_settled(), "{} is {}", r.payee_id, r.state);
+        if s != payrun::item::ItemState::Failed {
+            assert!(
+                r.transfer_id.is_some() || s == payrun::item::ItemState::Onboarding,
+                "{} unpaid in {}",
+                r.payee_id,
+                r.state
+            );
+        }
+    }
+    let failed = records.iter().filter(|r| r.state == "failed").count();
+    assert_eq!(
+        failed,
+        0,
+        "no item should fail under transient faults: {:?}",
+        records
+            .iter()
+            .filter(|r| r.state == "failed")
+            .map(|r| r.last_error.clone())
+            .collect::<Vec<_>>()
+    );
+}
