@@ -211,7 +211,7 @@ stale_secs = 30
     let store = Store::connect(&db_url).await.unwrap();
     let mut done_kills = 0;
     while done_kills < kills {
-        let wait = rng.random_range(1500..4000);
+        let wait = rng.random_range(3000..12000);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let victim = rng.random_range(0..workers.len());
         workers[victim].kill().await.expect("SIGKILL");
