@@ -122,29 +122,26 @@ pub fn validate<R: Read>(input: R) -> Result<Summary, IntakeError> {
     {
         let mut reader = RowReader::new(&mut hashing)?;
         while let Some(res) = reader.next_row() {
+            rows += 1;
+            // Uniqueness is checked on every row, even one with other errors.
+            if let Some(payee) = reader.current_payee() {
+                let line = reader.current_line();
+                if let Some(first) = seen.insert(fingerprint(payee), line) {
+                    errors.push(RowError {
+                        line,
+                        column: "payee_id".into(),
+                        reason: format!("payee {payee:?} already appears on line {first}"),
+                    });
+                }
+            }
             match res {
                 Ok(row) => {
-                    rows += 1;
-                    let fp = fingerprint(&row.payee_id);
-                    if let Some(first) = seen.insert(fp, row.line) {
-                        errors.push(RowError {
-                            line: row.line,
-                            column: "payee_id".into(),
-                            reason: format!(
-                                "payee {:?} already appears on line {first}",
-                                row.payee_id
-                            ),
-                        });
-                    }
                     total = total.saturating_add(row.amount.get());
                     if row.dots_user_id.is_none() && row.contact.is_none() {
                         needing_known += 1;
                     }
                 }
-                Err(mut e) => {
-                    rows += 1;
-                    errors.append(&mut e);
-                }
+                Err(mut e) => errors.append(&mut e),
             }
         }
     }
@@ -240,6 +237,7 @@ impl<R: Read> RowReader<R> {
                 Some(self.parse(line))
             }
             Err(e) => {
+                self.record.clear();
                 let line = e.position().map_or(0, |p| p.line());
                 Some(Err(vec![RowError {
                     line,
@@ -248,6 +246,16 @@ impl<R: Read> RowReader<R> {
                 }]))
             }
         }
+    }
+
+    /// The `payee_id` of the row last read, if it has one.
+    pub fn current_payee(&self) -> Option<&str> {
+        self.get("payee_id")
+    }
+
+    /// The line of the row last read.
+    pub fn current_line(&self) -> u64 {
+        self.record.position().map_or(0, |p| p.line())
     }
 
     fn get(&self, col: &str) -> Option<&str> {

@@ -179,8 +179,8 @@ stale_secs = 30
     for n in 0..items {
         let cents: i64 = rng.random_range(100..500_000);
         let amount = format!("{}.{:02}", cents / 100, cents % 100);
-        if n < known {
-            csv.push_str(&format!("c-{n:05},{amount},{},,,,,,\n", users[n]));
+        if let Some(user) = users.get(n) {
+            csv.push_str(&format!("c-{n:05},{amount},{user},,,,,,\n"));
         } else {
             csv.push_str(&format!(
                 "c-{n:05},{amount},,New,Seller{n},new{n}@example.com,1,888{n:07},\n"

@@ -145,6 +145,15 @@ impl Engine {
             if item.next_attempt_at > now_ms() && state.is_workable() {
                 return Ok(Next::RetryAt(item.next_attempt_at));
             }
+            // Renew the lease before each step: a step is at most a few Dots calls.
+            if self
+                .store
+                .try_lease(id, &self.owner, self.lease_ms())
+                .await?
+                .is_none()
+            {
+                return Ok(Next::Busy(now_ms() + self.lease_ms()));
+            }
             let step = match state {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
