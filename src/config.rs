@@ -74,11 +74,30 @@ pub struct WorkerSettings {
     pub stale_secs: u64,
 }
 
+/// Guard rails on what a batch may pay. Zero means "no limit".
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub struct Limits {
+    pub max_item_cents: i64,
+    pub max_batch_cents: i64,
+    /// A batch whose total is above this waits in `awaiting_approval` until approved.
+    pub approval_threshold_cents: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScheduleSettings {
+    /// Directory of `*.toml` schedule declarations.
+    pub dir: String,
+    /// On start-up, run once a tick missed while every worker was down.
+    pub catch_up: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub dots: DotsSettings,
     pub worker: WorkerSettings,
+    pub limits: Limits,
+    pub schedules: ScheduleSettings,
 }
 
 impl Settings {
@@ -152,6 +171,24 @@ impl Settings {
         }
         if let Some(v) = get("PAYRUN_POLL_CRON") {
             self.worker.poll_cron = v;
+        }
+        let cents = |var: &str, v: String| -> Result<i64, ConfigError> {
+            v.parse().map_err(|e| ConfigError::Env {
+                var: var.into(),
+                reason: format!("{e}"),
+            })
+        };
+        if let Some(v) = get("PAYRUN_MAX_ITEM_CENTS") {
+            self.limits.max_item_cents = cents("PAYRUN_MAX_ITEM_CENTS", v)?;
+        }
+        if let Some(v) = get("PAYRUN_MAX_BATCH_CENTS") {
+            self.limits.max_batch_cents = cents("PAYRUN_MAX_BATCH_CENTS", v)?;
+        }
+        if let Some(v) = get("PAYRUN_APPROVAL_THRESHOLD_CENTS") {
+            self.limits.approval_threshold_cents = cents("PAYRUN_APPROVAL_THRESHOLD_CENTS", v)?;
+        }
+        if let Some(v) = get("PAYRUN_SCHEDULES_DIR") {
+            self.schedules.dir = v;
         }
         Ok(())
     }

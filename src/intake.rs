@@ -11,6 +11,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::config::Limits;
 use crate::money::Cents;
 
 /// Columns the file may carry. `payee_id` and `amount` are required.
@@ -83,6 +84,10 @@ pub enum IntakeError {
     Rows { errors: Vec<RowError> },
     #[error("the file has no rows")]
     Empty,
+    #[error(
+        "the batch totals {total}, above the maximum of {max} per batch; split it or raise limits.max_batch_cents"
+    )]
+    BatchTooLarge { total: String, max: String },
 }
 
 fn render(errors: &[RowError]) -> String {
@@ -108,8 +113,14 @@ pub struct Summary {
     pub rows_needing_known_payee: u64,
 }
 
-/// Pass one: validate every row of `input` and hash its bytes. Holds no rows in memory.
+/// Pass one with no limits (see [`validate_with`]).
 pub fn validate<R: Read>(input: R) -> Result<Summary, IntakeError> {
+    validate_with(input, &Limits::default())
+}
+
+/// Pass one: validate every row of `input` against `limits` and hash its bytes. Holds no rows
+/// in memory.
+pub fn validate_with<R: Read>(input: R, limits: &Limits) -> Result<Summary, IntakeError> {
     let mut hashing = HashingReader {
         inner: input,
         hasher: Sha256::new(),
@@ -135,6 +146,19 @@ pub fn validate<R: Read>(input: R) -> Result<Summary, IntakeError> {
                 }
             }
             match res {
+                Ok(row)
+                    if limits.max_item_cents > 0 && row.amount.get() > limits.max_item_cents =>
+                {
+                    errors.push(RowError {
+                        line: row.line,
+                        column: "amount".into(),
+                        reason: format!(
+                            "{} is above the maximum of {} per item",
+                            row.amount,
+                            crate::money::format_cents(limits.max_item_cents)
+                        ),
+                    });
+                }
                 Ok(row) => {
                     total = total.saturating_add(row.amount.get());
                     if row.dots_user_id.is_none() && row.contact.is_none() {
@@ -152,6 +176,12 @@ pub fn validate<R: Read>(input: R) -> Result<Summary, IntakeError> {
     }
     if rows == 0 {
         return Err(IntakeError::Empty);
+    }
+    if limits.max_batch_cents > 0 && total > limits.max_batch_cents {
+        return Err(IntakeError::BatchTooLarge {
+            total: crate::money::format_cents(total),
+            max: crate::money::format_cents(limits.max_batch_cents),
+        });
     }
     Ok(Summary {
         rows,
@@ -443,6 +473,24 @@ s4,1,nope,A,B,1,55
             msg.contains("required column \"payee_id\" is missing"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn limits_reject_large_items_and_batches() {
+        let limits = Limits {
+            max_item_cents: 1000,
+            max_batch_cents: 1500,
+            approval_threshold_cents: 0,
+        };
+        let e = validate_with("payee_id,amount\na,10.01\nb,1\n".as_bytes(), &limits).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("line 2, column amount: 10.01 is above the maximum of 10.00 per item"),
+            "{e}"
+        );
+        let e = validate_with("payee_id,amount\na,10\nb,6\n".as_bytes(), &limits).unwrap_err();
+        assert!(matches!(e, IntakeError::BatchTooLarge { .. }), "{e}");
+        assert!(validate_with("payee_id,amount\na,10\nb,5\n".as_bytes(), &limits).is_ok());
     }
 
     #[test]

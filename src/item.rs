@@ -10,7 +10,9 @@
 //!     └─(no user)─► onboarding ──(flow got user_id)─────┘   │             │   └────────────┘ (new link)
 //!                        │                                  ▼             ▼
 //!                        └──────────────────────────────► failed ◄────────┘
-//!  pending | onboarding | failed(before transfer) ──► canceled          failed ──(rerun)──► pending
+//!  pending | onboarding | failed(before transfer) ──► canceled
+//!  failed ──(rerun)──► pending, or transferred when the money already moved
+//!  onboarding ──(new link)──► pending;  awaiting_payout ──(new link)──► transferred
 //! ```
 //! `onboarding` and `awaiting_payout` wait on the payee (the poller moves them on);
 //! `completed`, `failed` and `canceled` are terminal until an operator reruns.
@@ -64,11 +66,11 @@ impl ItemState {
         matches!(
             (self, next),
             (Pending, Onboarding | Transferring | Failed | Canceled)
-                | (Onboarding, Transferring | Failed | Canceled)
+                | (Onboarding, Transferring | Pending | Failed | Canceled)
                 | (Transferring, Transferred | Failed)
                 | (Transferred, AwaitingPayout | Failed)
                 | (AwaitingPayout, Completed | Transferred)
-                | (Failed, Pending | Canceled)
+                | (Failed, Pending | Transferred | Canceled)
         )
     }
 
@@ -166,8 +168,9 @@ mod tests {
 
     #[test]
     fn money_never_moves_twice_through_the_state_machine() {
-        // Once transferred, no path leads back to a state that would transfer again,
-        // except an operator rerun from failed (which reconciles first).
+        // Once transferred, no path leads back to a state that would transfer again.
+        // (A rerun from failed goes to pending only for items with no transfer id, and the
+        // transfer step reconciles any earlier attempt first.)
         for s in [Transferred, AwaitingPayout, Completed] {
             assert!(!s.can_become(Transferring), "{s}");
             assert!(!s.can_become(Pending), "{s}");

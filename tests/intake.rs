@@ -98,10 +98,15 @@ async fn a_dry_run_validates_and_stores_nothing(b: Backend) {
         dry_run: true,
         ..Default::default()
     };
-    let Submitted::DryRun { summary } = app.submit_with(&csv, &opts).await.unwrap() else {
+    let Submitted::DryRun {
+        summary,
+        new_payees,
+    } = app.submit_with(&csv, &opts).await.unwrap()
+    else {
         panic!("expected a dry run")
     };
     assert_eq!((summary.rows, summary.total_cents), (2, 375));
+    assert_eq!(new_payees, 2, "both payees would be onboarded");
     assert!(app.store.list_batches(10).await.unwrap().is_empty());
     assert_eq!(app.store.queued_jobs().await.unwrap(), 0);
 }

@@ -108,7 +108,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
 
     let submitted =
         submit_file(&store, &mut queue, &opts.sellers, &SubmitOptions::default()).await?;
-    let Submitted::New { batch, summary } = submitted else {
+    let Submitted::New { batch, summary, .. } = submitted else {
         anyhow::bail!("the demo database was not fresh");
     };
     println!(
@@ -197,6 +197,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
         audit.orphans.len()
     );
     let one_per_item = ledger.transfers.len() == items.len();
+    write_marketplace_example(&items).await?;
     let all_settled = items
         .iter()
         .all(|i| matches!(i.state.as_str(), "completed" | "awaiting_payout"));
@@ -206,4 +207,20 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
     } else {
         super::exit::FAILED
     })
+}
+
+/// The example source table `jobs/weekly-sellers.toml` reads: the sellers' next balances, in
+/// `data/marketplace.db` (a stand-in for the marketplace's own database).
+async fn write_marketplace_example(items: &[crate::store::ItemRecord]) -> anyhow::Result<()> {
+    let path = std::path::Path::new("data/marketplace.db");
+    let balances: Vec<(String, i64)> = items
+        .iter()
+        .map(|i| (i.payee_id.clone(), i.amount_cents / 2 + 1))
+        .collect();
+    crate::store::source::write_example_marketplace(path, &balances).await?;
+    println!(
+        "example source table for jobs/weekly-sellers.toml written to {} (try `payrun jobs list`)",
+        path.display()
+    );
+    Ok(())
 }

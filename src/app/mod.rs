@@ -3,7 +3,9 @@
 
 pub mod audit;
 mod demo;
+pub mod ops;
 mod report;
+pub mod schedule;
 mod submit;
 
 pub use demo::{DemoOptions, run_demo};
@@ -47,5 +49,51 @@ pub async fn work_until<F>(engine: Engine, until: F) -> anyhow::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    worker::run(engine, until).await
+    worker::run(engine, Vec::new(), until).await
+}
+
+/// Runs a worker with scheduled batches: first any tick missed while every worker was down
+/// (if `schedules.catch_up`), then the item worker, the poller and one cron job per schedule.
+pub async fn work_until_with<F>(
+    engine: Engine,
+    schedules: Vec<schedule::Schedule>,
+    settings: &crate::config::Settings,
+    until: F,
+) -> anyhow::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let store = engine.store.clone();
+    let queue =
+        crate::jobs::Queue::new(&store, Duration::from_secs(settings.worker.heartbeat_secs));
+    let limits = settings.limits;
+    if settings.schedules.catch_up {
+        for s in &schedules {
+            if let Some(at) = schedule::missed_tick(&store, s, crate::store::now_ms()).await? {
+                let out = schedule::tick(&store, &mut queue.clone(), s, at, &limits).await?;
+                tracing::info!(schedule = %s.name, tick_at = at, outcome = %out, "ran a missed tick");
+            }
+        }
+    }
+    let crons = schedules
+        .into_iter()
+        .map(|s| {
+            let s = std::sync::Arc::new(s);
+            let (store, queue) = (store.clone(), queue.clone());
+            worker::CronTask {
+                name: s.name.clone(),
+                schedule: s.cron.clone(),
+                tz: s.tz,
+                run: std::sync::Arc::new(move |at| {
+                    let (store, mut queue, s) = (store.clone(), queue.clone(), s.clone());
+                    Box::pin(async move {
+                        let out = schedule::tick(&store, &mut queue, &s, at, &limits).await?;
+                        tracing::info!(schedule = %s.name, tick_at = at, outcome = %out, "schedule ticked");
+                        Ok(())
+                    })
+                }),
+            }
+        })
+        .collect();
+    worker::run(engine, crons, until).await
 }

@@ -18,6 +18,8 @@ pub struct StateLine {
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchStatus {
     pub batch_id: String,
+    /// approved | awaiting_approval | canceled
+    pub status: String,
     pub source: String,
     pub created_at: i64,
     pub items: i64,
@@ -46,6 +48,7 @@ pub async fn batch_status(
         .collect();
     states.sort_by_key(|l| ItemState::ALL.iter().position(|s| s.as_str() == l.state));
     Ok(Some(BatchStatus {
+        status: b.status,
         batch_id: b.id,
         source: b.source,
         created_at: b.created_at,

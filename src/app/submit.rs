@@ -10,31 +10,41 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::batch::BatchId;
+use crate::config::Limits;
 use crate::intake::{self, IntakeError, Row, RowReader, Summary};
 use crate::jobs::Queue;
-use crate::store::{CreateBatchError, NewBatch, Store, StoreError};
+use crate::store::{CreateBatchError, NewBatch, Store, StoreError, Tick};
 
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
     pub dry_run: bool,
     pub allow_duplicate: bool,
+    pub limits: Limits,
+    /// Set when a schedule tick makes the batch: at most one batch per tick.
+    pub tick: Option<Tick>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
-    /// Stored and enqueued.
-    New { batch: BatchId, summary: Summary },
+    /// Stored; enqueued unless it awaits approval.
+    New {
+        batch: BatchId,
+        summary: Summary,
+        awaiting_approval: bool,
+    },
     /// The same file was submitted before: the existing batch, nothing new stored.
     Existing { batch: BatchId, summary: Summary },
-    /// Validated only.
-    DryRun { summary: Summary },
+    /// Validated only: what would be paid, and how many payees would be onboarded.
+    DryRun { summary: Summary, new_payees: u64 },
+    /// Another worker already made the batch for this schedule tick.
+    TickTaken,
 }
 
 impl Submitted {
     pub fn batch(&self) -> Option<BatchId> {
         match self {
             Submitted::New { batch, .. } | Submitted::Existing { batch, .. } => Some(*batch),
-            Submitted::DryRun { .. } => None,
+            Submitted::DryRun { .. } | Submitted::TickTaken => None,
         }
     }
 }
@@ -83,14 +93,21 @@ pub async fn submit_file(
         source,
     };
     let file = File::open(path).map_err(|e| invalid(IntakeError::Io(e)))?;
-    let summary = intake::validate(BufReader::new(file)).map_err(invalid)?;
+    let summary = intake::validate_with(BufReader::new(file), &opts.limits).map_err(invalid)?;
     if !opts.allow_duplicate
         && let Some(batch) = store.find_batch_by_hash(&summary.content_hash).await?
     {
         return Ok(Submitted::Existing { batch, summary });
     }
     if opts.dry_run {
-        return Ok(Submitted::DryRun { summary });
+        let new_payees = count_new_payees(store, path).await.map_err(|e| match e {
+            CountError::Intake(e) => invalid(e),
+            CountError::Store(e) => SubmitError::Store(e),
+        })?;
+        return Ok(Submitted::DryRun {
+            summary,
+            new_payees,
+        });
     }
     // Pass two streams the file again, hashing it, so a file edited between the passes is
     // caught before commit.
@@ -107,13 +124,18 @@ pub async fn submit_file(
         expected: summary.content_hash.clone(),
         done: false,
     };
+    let needs_approval = opts.limits.approval_threshold_cents > 0
+        && summary.total_cents > opts.limits.approval_threshold_cents;
     let new = NewBatch {
         source: shown.clone(),
         content_hash: summary.content_hash.clone(),
+        needs_approval,
+        tick: opts.tick.clone(),
     };
     let batch = match store.create_batch(&new, rows).await {
         Ok(b) => b,
         Err(CreateBatchError::Aborted(_)) => return Err(SubmitError::Changed { path: shown }),
+        Err(CreateBatchError::TickTaken(_)) => return Ok(Submitted::TickTaken),
         Err(source) => {
             return Err(SubmitError::Rejected {
                 path: shown,
@@ -121,9 +143,46 @@ pub async fn submit_file(
             });
         }
     };
-    let ids = store.batch_workable_items(batch).await?;
-    queue.push(&ids, None).await?;
-    Ok(Submitted::New { batch, summary })
+    if !needs_approval {
+        let ids = store.batch_workable_items(batch).await?;
+        queue.push(&ids, None).await?;
+    }
+    Ok(Submitted::New {
+        batch,
+        summary,
+        awaiting_approval: needs_approval,
+    })
+}
+
+enum CountError {
+    Intake(IntakeError),
+    Store(StoreError),
+}
+
+/// Rows with no Dots user whose payee payrun does not know: who would be onboarded.
+async fn count_new_payees(store: &Store, path: &Path) -> Result<u64, CountError> {
+    let file = File::open(path).map_err(|e| CountError::Intake(IntakeError::Io(e)))?;
+    let mut reader = RowReader::new(BufReader::new(file)).map_err(CountError::Intake)?;
+    let (mut candidates, mut new) = (Vec::new(), 0u64);
+    loop {
+        let row = reader.next_row();
+        if let Some(Ok(r)) = &row
+            && r.dots_user_id.is_none()
+        {
+            candidates.push(r.payee_id.clone());
+        }
+        if candidates.len() >= 500 || (row.is_none() && !candidates.is_empty()) {
+            let known = store
+                .count_known_payees(&candidates)
+                .await
+                .map_err(CountError::Store)?;
+            new += candidates.len() as u64 - known as u64;
+            candidates.clear();
+        }
+        if row.is_none() {
+            return Ok(new);
+        }
+    }
 }
 
 /// Pass two: rows again, then a final check that the bytes hashed the same as in pass one.

@@ -171,6 +171,10 @@ impl Engine {
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
     async fn start(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
         let id = item.item_id()?;
+        if !self.store.batch_approved(&item.batch_id).await? {
+            // Awaiting approval (approve enqueues it again) or canceled.
+            return Ok(Some(Next::Idle));
+        }
         let known = match item.user_id()? {
             Some(u) => Some(u),
             None => self.store.payee_user(&item.payee_id).await?,

@@ -10,7 +10,8 @@
 //! 4. Reconciliation — listing the user's transfers at Dots and matching our
 //!    `payrun_item_id` metadata or key — runs first when: the call was left open (a crash
 //!    between intent and outcome), Dots rejected the key as a duplicate, the key has aged out
-//!    after a failure, or before giving up on an item that had an unclear attempt. Only when no
+//!    after a failure, an operator reran the item, or before giving up on an item that had an
+//!    unclear attempt. Only when no
 //!    transfer exists is a new attempt made, and only with a new key once the old one aged out.
 
 use tracing::{instrument, warn};
@@ -41,6 +42,16 @@ impl Engine {
                 .await?;
             return Ok(Some(Next::Idle));
         };
+        if let Some(done) = item.transfer_id.as_deref() {
+            // Defence in depth: an item that has a transfer is never paid again.
+            let t: Uuid = done
+                .parse()
+                .map_err(|e| crate::store::StoreError::Corrupt(format!("transfer_id: {e}")))?;
+            self.store
+                .record_transfer_done(id, t, "already recorded")
+                .await?;
+            return Ok(None);
+        }
         let amount = Cents::from_stored(item.amount_cents)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
         let now = self.now();
@@ -55,6 +66,7 @@ impl Engine {
         let must_reconcile = key.is_some()
             && (item.transfer_call_open == 1
                 || outcome == Some("duplicate_key")
+                || outcome == Some("rerun")
                 || (unclear && aged_out));
         if must_reconcile {
             match self.reconcile(item, user).await {

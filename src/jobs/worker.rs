@@ -15,12 +15,34 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_cron::{CronScheduler, Tick};
+use std::sync::Arc;
+
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
 use super::{Engine, ItemJob, Next, Queue};
 use crate::poll;
 use crate::store::now_ms;
+
+/// A cron job registered beside the poller (e.g. a scheduled batch). `run` gets the tick's
+/// scheduled time in unix ms.
+#[derive(Clone)]
+pub struct CronTask {
+    pub name: String,
+    pub schedule: cron::Schedule,
+    pub tz: chrono_tz::Tz,
+    pub run: Arc<dyn Fn(i64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>,
+}
+
+async fn handle_cron(tick: Tick<chrono_tz::Tz>, task: Data<CronTask>) -> Result<(), BoxDynError> {
+    let at = tick.get_timestamp() as i64 * 1000;
+    if let Err(e) = (task.run)(at).await {
+        error!(schedule = %task.name, error = %e, "scheduled job failed");
+        return Err(e.into());
+    }
+    Ok(())
+}
 
 #[derive(Clone)]
 struct Shared {
@@ -80,6 +102,7 @@ pub async fn resume(engine: &Engine, queue: &mut Queue) -> anyhow::Result<usize>
 /// finish.
 pub async fn run(
     engine: Engine,
+    crons: Vec<CronTask>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let settings = engine.settings.clone();
@@ -130,10 +153,20 @@ pub async fn run(
         .backend(CronScheduler::new(schedule))
         .data(shared)
         .build(handle_tick)
-        .run_until(signal(rx));
-    let (a, b) = tokio::join!(items, poller);
+        .run_until(signal(rx.clone()));
+    let scheduled = futures::future::join_all(crons.into_iter().map(|task| {
+        WorkerBuilder::new(format!("{}-cron-{}", engine.owner, task.name))
+            .backend(CronScheduler::new(task.schedule.clone()).with_timezone(task.tz))
+            .data(task)
+            .build(handle_cron)
+            .run_until(signal(rx.clone()))
+    }));
+    let (a, b, c) = tokio::join!(items, poller, scheduled);
     a?;
     b?;
+    for r in c {
+        r?;
+    }
     info!(worker = %engine.owner, "worker stopped");
     Ok(())
 }

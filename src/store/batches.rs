@@ -13,12 +13,26 @@ use crate::item::ItemState;
 pub struct NewBatch {
     pub source: String,
     pub content_hash: String,
+    /// Over the approval threshold: stored, but no item is worked until approved.
+    pub needs_approval: bool,
+    /// The schedule tick that made it: at most one batch per (schedule, tick).
+    pub tick: Option<Tick>,
+}
+
+/// One firing of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    pub schedule: String,
+    /// Unix ms of the scheduled time (not of when a worker noticed it).
+    pub at: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateBatchError {
     #[error("{} row(s) name a payee with no Dots user and no contact details; nothing was stored:\n{}", .0.len(), .0.iter().take(50).map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     UnknownPayees(Vec<RowError>),
+    #[error("schedule {} tick {} already made its batch", .0.schedule, .0.at)]
+    TickTaken(Tick),
     #[error("intake aborted, nothing was stored: {0}")]
     Aborted(String),
     #[error(transparent)]
@@ -28,6 +42,8 @@ pub enum CreateBatchError {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BatchRecord {
     pub id: String,
+    pub status: String,
+    pub schedule: Option<String>,
     pub source: String,
     pub content_hash: String,
     pub item_count: i64,
@@ -69,9 +85,22 @@ impl Store {
         let now = now_ms();
         let res: Result<Result<BatchId, CreateBatchError>, StoreError> = on_pool!(&self.pool, p => async {
             let mut tx = p.begin().await?;
-            sqlx::query("INSERT INTO batches (id, source, content_hash, item_count, total_cents, created_at)
-                         VALUES ($1, $2, $3, 0, 1, $4)")
+            if let Some(t) = &new.tick {
+                // First, so a second worker on the same tick stops here (unique key).
+                let taken = sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, batch_id, note, created_at)
+                                         VALUES ($1, $2, $3, 'batch', $4) ON CONFLICT DO NOTHING")
+                    .bind(&t.schedule).bind(t.at).bind(id.to_string()).bind(now)
+                    .execute(&mut *tx).await?.rows_affected() == 0;
+                if taken {
+                    tx.rollback().await?;
+                    return Ok(Err(CreateBatchError::TickTaken(t.clone())));
+                }
+            }
+            let status = if new.needs_approval { "awaiting_approval" } else { "approved" };
+            sqlx::query("INSERT INTO batches (id, source, content_hash, item_count, total_cents, created_at, status, schedule)
+                         VALUES ($1, $2, $3, 0, 1, $4, $5, $6)")
                 .bind(id.to_string()).bind(&new.source).bind(&new.content_hash).bind(now)
+                .bind(status).bind(new.tick.as_ref().map(|t| t.schedule.clone()))
                 .execute(&mut *tx).await?;
             let (mut count, mut total) = (0i64, 0i64);
             for row in rows {
@@ -129,15 +158,74 @@ impl Store {
         res?
     }
 
+    /// How many of `payee_ids` already have a known Dots user.
+    pub async fn count_known_payees(&self, payee_ids: &[String]) -> Result<i64, StoreError> {
+        let mut known = 0;
+        for chunk in payee_ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT COUNT(*) FROM payees WHERE payee_id IN ({})",
+                marks.join(", ")
+            );
+            known += on_pool!(&self.pool, p => {
+                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.clone()));
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.fetch_one(p).await?
+            });
+        }
+        Ok(known)
+    }
+
+    /// Records a tick that made no batch (nothing to pay), so catch-up knows it ran. Returns
+    /// false if the tick was already recorded.
+    pub async fn record_tick(&self, tick: &Tick, note: &str) -> Result<bool, StoreError> {
+        Ok(on_pool!(&self.pool, p => sqlx::query(
+            "INSERT INTO schedule_ticks (schedule, tick_at, batch_id, note, created_at)
+             VALUES ($1, $2, NULL, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(&tick.schedule).bind(tick.at).bind(note).bind(now_ms())
+            .execute(p).await?.rows_affected() == 1))
+    }
+
+    /// The latest recorded tick of a schedule (unix ms).
+    pub async fn last_tick(&self, schedule: &str) -> Result<Option<i64>, StoreError> {
+        Ok(on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT MAX(tick_at) FROM schedule_ticks WHERE schedule = $1")
+            .bind(schedule).fetch_one(p).await?))
+    }
+
+    /// The batch a tick made, if any.
+    pub async fn tick_batch(&self, tick: &Tick) -> Result<Option<String>, StoreError> {
+        let row: Option<Option<String>> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT batch_id FROM schedule_ticks WHERE schedule = $1 AND tick_at = $2")
+            .bind(&tick.schedule).bind(tick.at).fetch_optional(p).await?);
+        Ok(row.flatten())
+    }
+
+    /// awaiting_approval -> approved. `Ok(false)`: it was not awaiting approval.
+    pub async fn approve_batch(&self, id: BatchId) -> Result<bool, StoreError> {
+        Ok(on_pool!(&self.pool, p => sqlx::query(
+            "UPDATE batches SET status = 'approved', approved_at = $1 WHERE id = $2 AND status = 'awaiting_approval'")
+            .bind(now_ms()).bind(id.to_string()).execute(p).await?.rows_affected() == 1))
+    }
+
+    /// Marks a batch canceled (its items are canceled one by one by the caller).
+    pub async fn cancel_batch_record(&self, id: BatchId) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query("UPDATE batches SET status = 'canceled' WHERE id = $1")
+            .bind(id.to_string()).execute(p).await?; });
+        Ok(())
+    }
+
     pub async fn batch(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
         Ok(on_pool!(&self.pool, p => sqlx::query_as::<_, BatchRecord>(
-            "SELECT id, source, content_hash, item_count, total_cents, created_at FROM batches WHERE id = $1")
+            "SELECT id, status, schedule, source, content_hash, item_count, total_cents, created_at FROM batches WHERE id = $1")
             .bind(id.to_string()).fetch_optional(p).await?))
     }
 
     pub async fn list_batches(&self, limit: i64) -> Result<Vec<BatchRecord>, StoreError> {
         Ok(on_pool!(&self.pool, p => sqlx::query_as::<_, BatchRecord>(
-            "SELECT id, source, content_hash, item_count, total_cents, created_at FROM batches
+            "SELECT id, status, schedule, source, content_hash, item_count, total_cents, created_at FROM batches
              ORDER BY created_at DESC LIMIT $1")
             .bind(limit).fetch_all(p).await?))
     }

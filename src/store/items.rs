@@ -519,6 +519,7 @@ impl Store {
         let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
             "SELECT id FROM items WHERE state IN ('pending', 'transferring', 'transferred')
              AND next_attempt_at <= $1 AND lease_until < $1 AND updated_at <= $2
+             AND batch_id IN (SELECT id FROM batches WHERE status = 'approved')
              ORDER BY next_attempt_at LIMIT $3")
             .bind(now).bind(stale_before).bind(limit).fetch_all(p).await?);
         ids.iter()
@@ -530,11 +531,78 @@ impl Store {
     pub async fn batch_workable_items(&self, batch: BatchId) -> Result<Vec<ItemId>, StoreError> {
         let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
             "SELECT id FROM items WHERE batch_id = $1 AND state IN ('pending', 'transferring', 'transferred')
+             AND batch_id IN (SELECT id FROM batches WHERE status = 'approved')
              ORDER BY line")
             .bind(batch.to_string()).fetch_all(p).await?);
         ids.iter()
             .map(|s| s.parse().map_err(|e| corrupt("item id", e)))
             .collect()
+    }
+
+    /// Whether the item's batch may be worked (approved, not awaiting approval or canceled).
+    pub async fn batch_approved(&self, batch_id: &str) -> Result<bool, StoreError> {
+        let s: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT status FROM batches WHERE id = $1").bind(batch_id).fetch_optional(p).await?);
+        Ok(s.as_deref() == Some("approved"))
+    }
+
+    /// Operator rerun of a failed item: back to `transferred` when the money already moved
+    /// (only the payout flow is redone), else to `pending` with any earlier transfer attempt
+    /// marked for reconciliation before a new call.
+    pub async fn rerun_item(&self, id: ItemId, has_transfer: bool) -> Result<bool, StoreError> {
+        if has_transfer {
+            self.transition(
+                id,
+                ItemState::Failed,
+                ItemState::Transferred,
+                "attempts = 0, next_attempt_at = 0, last_error = NULL",
+                vec![],
+                "rerun by operator: transfer already made, redoing the payout flow",
+            )
+            .await
+        } else {
+            self.transition(
+                id,
+                ItemState::Failed,
+                ItemState::Pending,
+                "attempts = 0, next_attempt_at = 0, last_error = NULL,
+                 transfer_outcome = CASE WHEN transfer_key IS NULL THEN NULL ELSE 'rerun' END",
+                vec![],
+                "rerun by operator: any earlier transfer attempt is reconciled before a new one",
+            )
+            .await
+        }
+    }
+
+    /// Cancels an item that has not transferred; `Ok(false)`: it was not in `from` any more.
+    pub async fn cancel_item(&self, id: ItemId, from: ItemState) -> Result<bool, StoreError> {
+        self.transition(
+            id,
+            from,
+            ItemState::Canceled,
+            "next_poll_at = NULL",
+            vec![],
+            "canceled by operator",
+        )
+        .await
+    }
+
+    /// A new flow link for a payee whose link went stale: the item steps back so the job makes
+    /// a new flow (payout: awaiting_payout -> transferred; onboarding: onboarding -> pending).
+    pub async fn renew_flow(&self, id: ItemId, from: ItemState) -> Result<bool, StoreError> {
+        let to = match from {
+            ItemState::AwaitingPayout => ItemState::Transferred,
+            _ => ItemState::Pending,
+        };
+        self.transition(
+            id,
+            from,
+            to,
+            "next_poll_at = NULL, attempts = 0, next_attempt_at = 0, payout_call_open = 0",
+            vec![],
+            "new flow link requested by operator",
+        )
+        .await
     }
 
     /// Makes a waiting retry due now (an operator's "retry now"; tests use it to skip backoff).

@@ -15,6 +15,7 @@
 
 mod batches;
 mod items;
+pub mod source;
 
 pub use batches::*;
 pub use items::*;

@@ -1,0 +1,223 @@
+//! Operator controls: approve, cancel, rerun, new flow links, and an item's history. Every
+//! command is safe to run twice: each acts through a guarded state transition, and reports
+//! what it did and what it could not do (with the reason), rather than failing half-way.
+
+use serde::Serialize;
+
+use crate::batch::{BatchId, ItemId};
+use crate::item::ItemState;
+use crate::jobs::{Queue, QueueError};
+use crate::store::{ItemEvent, ItemRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("no batch {0}; `payrun status` lists batches")]
+    NoBatch(BatchId),
+    #[error("no item {0} (in that batch); `payrun report BATCH` lists items")]
+    NoItem(ItemId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl OpsError {
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, OpsError::NoBatch(_) | OpsError::NoItem(_))
+    }
+}
+
+/// What a control command did to each item it looked at.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct OpsReport {
+    /// Items changed (item id, payee).
+    pub done: Vec<(String, String)>,
+    /// Items left alone, with why.
+    pub skipped: Vec<(String, String, String)>,
+}
+
+async fn items_of(
+    store: &Store,
+    batch: BatchId,
+    item: Option<ItemId>,
+) -> Result<Vec<ItemRecord>, OpsError> {
+    if store.batch(batch).await?.is_none() {
+        return Err(OpsError::NoBatch(batch));
+    }
+    let all = store.batch_items(batch).await?;
+    match item {
+        None => Ok(all),
+        Some(id) => {
+            let one: Vec<_> = all.into_iter().filter(|i| i.id == id.to_string()).collect();
+            if one.is_empty() {
+                return Err(OpsError::NoItem(id));
+            }
+            Ok(one)
+        }
+    }
+}
+
+/// `payrun approve BATCH`: lets a batch over the approval threshold run. `Ok(false)` if it was
+/// not awaiting approval (already approved: nothing to do).
+pub async fn approve(store: &Store, queue: &mut Queue, batch: BatchId) -> Result<bool, OpsError> {
+    if store.batch(batch).await?.is_none() {
+        return Err(OpsError::NoBatch(batch));
+    }
+    let approved = store.approve_batch(batch).await?;
+    if approved {
+        let ids = store.batch_workable_items(batch).await?;
+        queue.push(&ids, None).await?;
+    }
+    Ok(approved)
+}
+
+/// `payrun cancel BATCH [--item ID]`: stops items that have not transferred yet.
+pub async fn cancel(
+    store: &Store,
+    batch: BatchId,
+    item: Option<ItemId>,
+) -> Result<OpsReport, OpsError> {
+    let items = items_of(store, batch, item).await?;
+    let mut r = OpsReport::default();
+    for i in items {
+        let state = i.item_state()?;
+        let id = i.item_id()?;
+        let why_not = match state {
+            ItemState::Canceled => Some("already canceled"),
+            ItemState::Completed | ItemState::Transferred | ItemState::AwaitingPayout => {
+                Some("already paid: the transfer was made")
+            }
+            ItemState::Transferring => {
+                Some("a transfer is in progress; it may already have moved money")
+            }
+            ItemState::Failed if i.transfer_id.is_some() => {
+                Some("already paid: the transfer was made")
+            }
+            ItemState::Failed if i.transfer_key.is_some() && !definitely_unpaid(&i) => Some(
+                "an earlier transfer attempt may have reached Dots: run `payrun audit` or `payrun rerun` first",
+            ),
+            _ => None,
+        };
+        match why_not {
+            Some(why) => r
+                .skipped
+                .push((i.id.clone(), i.payee_id.clone(), why.to_string())),
+            None if store.cancel_item(id, state).await? => {
+                r.done.push((i.id.clone(), i.payee_id.clone()))
+            }
+            None => r.skipped.push((
+                i.id.clone(),
+                i.payee_id.clone(),
+                "its state changed meanwhile; look again".into(),
+            )),
+        }
+    }
+    if item.is_none() && r.skipped.is_empty() {
+        store.cancel_batch_record(batch).await?;
+    }
+    Ok(r)
+}
+
+/// Dots refused the only transfer attempt outright: nothing can have moved.
+fn definitely_unpaid(i: &ItemRecord) -> bool {
+    i.transfer_attempts <= 1
+        && matches!(
+            i.transfer_outcome.as_deref(),
+            Some("permanent" | "reconciled_none")
+        )
+}
+
+/// `payrun rerun BATCH [--item ID] [--failed]`: puts failed items back through the safety
+/// protocol. Only failed items are rerun (`--failed` says so explicitly; other states are
+/// reported as skipped).
+pub async fn rerun(
+    store: &Store,
+    queue: &mut Queue,
+    batch: BatchId,
+    item: Option<ItemId>,
+) -> Result<OpsReport, OpsError> {
+    let items = items_of(store, batch, item).await?;
+    let mut r = OpsReport::default();
+    let mut enqueue = Vec::new();
+    for i in items {
+        let id = i.item_id()?;
+        if i.item_state()? != ItemState::Failed {
+            r.skipped.push((
+                i.id.clone(),
+                i.payee_id.clone(),
+                format!("not failed (it is {})", i.state),
+            ));
+            continue;
+        }
+        if store.rerun_item(id, i.transfer_id.is_some()).await? {
+            r.done.push((i.id.clone(), i.payee_id.clone()));
+            enqueue.push(id);
+        } else {
+            r.skipped.push((
+                i.id.clone(),
+                i.payee_id.clone(),
+                "its state changed meanwhile; look again".into(),
+            ));
+        }
+    }
+    queue.push(&enqueue, None).await?;
+    Ok(r)
+}
+
+/// `payrun retry-flow ITEM`: a new flow link for a payee whose link went stale.
+pub async fn retry_flow(
+    store: &Store,
+    queue: &mut Queue,
+    item: ItemId,
+) -> Result<Result<ItemState, String>, OpsError> {
+    let Some(i) = store.item(item).await? else {
+        return Err(OpsError::NoItem(item));
+    };
+    let state = i.item_state()?;
+    if !state.is_waiting_on_payee() {
+        return Ok(Err(format!(
+            "the item is {state}, not waiting on a flow; nothing to renew"
+        )));
+    }
+    if !store.renew_flow(item, state).await? {
+        return Ok(Err("its state changed meanwhile; look again".into()));
+    }
+    queue.push(&[item], None).await?;
+    Ok(Ok(state))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemView {
+    pub id: String,
+    pub batch_id: String,
+    pub payee_id: String,
+    pub amount_cents: i64,
+    pub state: String,
+    pub dots_user_id: Option<String>,
+    pub transfer_id: Option<String>,
+    pub flow_link: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub events: Vec<ItemEvent>,
+}
+
+/// `payrun show ITEM`: the item and its whole event history.
+pub async fn show(store: &Store, item: ItemId) -> Result<ItemView, OpsError> {
+    let Some(i) = store.item(item).await? else {
+        return Err(OpsError::NoItem(item));
+    };
+    let events = store.item_events(item).await?;
+    Ok(ItemView {
+        flow_link: i.payout_link.clone().or(i.onboarding_link.clone()),
+        id: i.id,
+        batch_id: i.batch_id,
+        payee_id: i.payee_id,
+        amount_cents: i.amount_cents,
+        state: i.state,
+        dots_user_id: i.dots_user_id,
+        transfer_id: i.transfer_id,
+        attempts: i.transfer_attempts,
+        last_error: i.last_error,
+        events,
+    })
+}

@@ -1,0 +1,327 @@
+//! One function per subcommand: call the library, print, choose the exit code.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::{Cli, Command, Ctx, JobsCommand, SimArgs, parse_id, print, shutdown_signal};
+use crate::app::{self, exit, ops};
+use crate::batch::{BatchId, ItemId};
+use crate::dots::sim::{Sim, SimConfig};
+use crate::money::format_cents;
+
+/// Returns early with the exit code when an id does not parse.
+macro_rules! id {
+    ($raw:expr) => {
+        match parse_id($raw) {
+            Ok(id) => id,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+/// Prints an `OpsError` as bad input (exit 2) or propagates it.
+macro_rules! ops_try {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) if e.is_bad_input() => {
+                eprintln!("error: {e}");
+                return Ok(exit::BAD_INPUT);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+}
+
+pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Demo { demo_database_url } = &cli.command {
+        return app::run_demo(app::DemoOptions {
+            database_url: demo_database_url.clone(),
+            ..Default::default()
+        })
+        .await;
+    }
+    if let Command::Sim(args) = &cli.command {
+        return run_sim(args).await;
+    }
+    let ctx = Ctx::load(&cli)?;
+    let store = ctx.store().await?;
+    match &cli.command {
+        Command::Demo { .. } | Command::Sim(_) => unreachable!("handled above"),
+        Command::Submit {
+            file,
+            dry_run,
+            allow_duplicate,
+        } => {
+            let opts = app::SubmitOptions {
+                dry_run: *dry_run,
+                allow_duplicate: *allow_duplicate,
+                limits: ctx.settings.limits,
+                tick: None,
+            };
+            let mut queue = ctx.queue(&store);
+            match app::submit_file(&store, &mut queue, file, &opts).await {
+                Ok(sub) => {
+                    print::submitted(&sub);
+                    Ok(exit::OK)
+                }
+                Err(e) if e.is_bad_input() => {
+                    eprintln!("error: {e}");
+                    Ok(exit::BAD_INPUT)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Worker { concurrency } => {
+            let mut settings = ctx.settings.clone();
+            if let Some(c) = concurrency {
+                settings.worker.concurrency = *c;
+            }
+            let engine = Ctx {
+                settings: settings.clone(),
+            }
+            .engine(&store)?;
+            let schedules = app::schedule::load_dir(&settings.schedules.dir)?;
+            app::work_until_with(engine, schedules, &settings, shutdown_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::Run {
+            file,
+            allow_duplicate,
+        } => {
+            let opts = app::SubmitOptions {
+                allow_duplicate: *allow_duplicate,
+                limits: ctx.settings.limits,
+                ..Default::default()
+            };
+            let mut queue = ctx.queue(&store);
+            let sub = match app::submit_file(&store, &mut queue, file, &opts).await {
+                Ok(sub) => sub,
+                Err(e) if e.is_bad_input() => {
+                    eprintln!("error: {e}");
+                    return Ok(exit::BAD_INPUT);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            print::submitted(&sub);
+            let batch = sub.batch().expect("not a dry run");
+            if let app::Submitted::New {
+                awaiting_approval: true,
+                ..
+            } = sub
+            {
+                eprintln!("the batch waits for `payrun approve {batch}`; nothing paid yet");
+                return Ok(exit::FAILED);
+            }
+            let engine = ctx.engine(&store)?;
+            let bars = print::Bars::new(&store, batch).await?;
+            let watch = store.clone();
+            let until = async move {
+                let _ = app::wait_settled(&watch, batch, Duration::from_millis(500), |c| {
+                    bars.update(c)
+                })
+                .await;
+            };
+            tokio::select! {
+                r = app::work_until(engine, until) => r?,
+                _ = shutdown_signal() => {}
+            }
+            let status = app::batch_status(&store, batch)
+                .await?
+                .expect("batch exists");
+            print::status(&status);
+            let failed = status
+                .states
+                .iter()
+                .any(|s| s.state == "failed" && s.items > 0);
+            Ok(if failed || !status.settled {
+                exit::FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Command::Status { batch, json, watch } => {
+            let list = match batch {
+                Some(b) => {
+                    let id: BatchId = id!(b);
+                    if *watch {
+                        let bars = print::Bars::new(&store, id).await?;
+                        tokio::select! {
+                            r = app::wait_settled(&store, id, Duration::from_millis(500), |c| bars.update(c)) => r?,
+                            _ = shutdown_signal() => {}
+                        }
+                    }
+                    match app::batch_status(&store, id).await? {
+                        Some(st) => vec![st],
+                        None => {
+                            eprintln!("error: no batch {id}; `payrun status` lists batches");
+                            return Ok(exit::BAD_INPUT);
+                        }
+                    }
+                }
+                None => app::list_status(&store, 50).await?,
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no batches yet; `payrun submit FILE` stores one");
+            } else {
+                list.iter().for_each(print::status);
+            }
+            Ok(exit::OK)
+        }
+        Command::Show { item, json } => {
+            let id: ItemId = id!(item);
+            let view = ops_try!(ops::show(&store, id).await);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print::item(&view);
+            }
+            Ok(exit::OK)
+        }
+        Command::Report { batch, output } => {
+            let id: BatchId = id!(batch);
+            if store.batch(id).await?.is_none() {
+                eprintln!("error: no batch {id}; `payrun status` lists batches");
+                return Ok(exit::BAD_INPUT);
+            }
+            let n = match output {
+                Some(path) => {
+                    let f = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    app::write_report(&store, id, f).await?
+                }
+                None => app::write_report(&store, id, std::io::stdout().lock()).await?,
+            };
+            eprintln!("{n} items");
+            Ok(exit::OK)
+        }
+        Command::Audit { batch, json } => {
+            let id: BatchId = id!(batch);
+            if store.batch(id).await?.is_none() {
+                eprintln!("error: no batch {id}; `payrun status` lists batches");
+                return Ok(exit::BAD_INPUT);
+            }
+            let r = app::audit::audit_batch(&store, &ctx.dots()?, id).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print::audit(id, &r);
+            }
+            Ok(if r.ok() { exit::OK } else { exit::FAILED })
+        }
+        Command::Approve { batch } => {
+            let id: BatchId = id!(batch);
+            let mut queue = ctx.queue(&store);
+            if ops_try!(ops::approve(&store, &mut queue, id).await) {
+                println!("batch {id} approved; a running worker pays it now");
+            } else {
+                println!("batch {id} was not awaiting approval; nothing to do");
+            }
+            Ok(exit::OK)
+        }
+        Command::Cancel { batch, item, json } => {
+            let id: BatchId = id!(batch);
+            let item: Option<ItemId> = match item {
+                Some(i) => Some(id!(i)),
+                None => None,
+            };
+            let r = ops_try!(ops::cancel(&store, id, item).await);
+            print::ops("canceled", &r, *json)?;
+            Ok(exit::OK)
+        }
+        Command::Rerun {
+            batch, item, json, ..
+        } => {
+            let id: BatchId = id!(batch);
+            let item: Option<ItemId> = match item {
+                Some(i) => Some(id!(i)),
+                None => None,
+            };
+            let mut queue = ctx.queue(&store);
+            let r = ops_try!(ops::rerun(&store, &mut queue, id, item).await);
+            print::ops("rerun", &r, *json)?;
+            if !r.done.is_empty() {
+                eprintln!("a running worker picks them up (or `payrun worker`)");
+            }
+            Ok(exit::OK)
+        }
+        Command::RetryFlow { item } => {
+            let id: ItemId = id!(item);
+            let mut queue = ctx.queue(&store);
+            match ops_try!(ops::retry_flow(&store, &mut queue, id).await) {
+                Ok(was) => println!(
+                    "item {id} was {was}; a new flow link is being made (see `payrun show {id}`)"
+                ),
+                Err(why) => println!("item {id}: {why}"),
+            }
+            Ok(exit::OK)
+        }
+        Command::Jobs { command } => {
+            let schedules = app::schedule::load_dir(&ctx.settings.schedules.dir)?;
+            match command {
+                JobsCommand::List { json } => {
+                    let list = app::schedule::list(&store, &schedules).await?;
+                    if *json {
+                        println!("{}", serde_json::to_string_pretty(&list)?);
+                    } else {
+                        print::schedules(&list);
+                    }
+                    Ok(exit::OK)
+                }
+                JobsCommand::Run { name } => {
+                    let Some(s) = schedules.iter().find(|s| &s.name == name) else {
+                        eprintln!("error: no schedule {name:?}; `payrun jobs list` shows them");
+                        return Ok(exit::BAD_INPUT);
+                    };
+                    let mut queue = ctx.queue(&store);
+                    let out =
+                        app::schedule::run_now(&store, &mut queue, s, &ctx.settings.limits).await?;
+                    println!("{out}");
+                    Ok(if out.is_failure() {
+                        exit::FAILED
+                    } else {
+                        exit::OK
+                    })
+                }
+            }
+        }
+    }
+}
+
+async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
+    let mut c: SimConfig = match &a.sim_config {
+        Some(p) => toml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => SimConfig::default(),
+    };
+    if let Ok(v) = std::env::var("DOTS_CLIENT_ID") {
+        c.client_id = v;
+    }
+    if let Ok(v) = std::env::var("DOTS_API_KEY") {
+        c.api_key = v;
+    }
+    macro_rules! set { ($($f:ident => $k:ident),*) => { $( if let Some(v) = a.$f { c.$k = v; } )* } }
+    set!(complete_after => complete_after_secs, never_complete => never_complete, latency_ms => latency_ms,
+         error_rate => error_rate, drop_rate => drop_rate, throttle_rate => throttle_rate, stall_rate => stall_rate);
+    if a.rate_limit.is_some() {
+        c.rate_limit = a.rate_limit;
+    }
+    if a.webhook_url.is_some() {
+        c.webhook_url = a.webhook_url.clone();
+    }
+    let handle = Sim::new(c)
+        .spawn(&a.listen)
+        .await
+        .with_context(|| format!("listening on {}", a.listen))?;
+    eprintln!(
+        "Dots simulator serving {} (ledger: http://{}/_sim/ledger)",
+        handle.base_url, handle.addr
+    );
+    shutdown_signal().await;
+    let _ = format_cents(0);
+    Ok(exit::OK)
+}

@@ -1,0 +1,127 @@
+//! The command-line front end: argument definitions (`args`), and `run`, which loads
+//! configuration, opens the store, calls the `app` command and turns its result into output
+//! and an exit code (0 ok, 1 failure, 2 bad input). Errors are printed with what to do next.
+
+mod args;
+mod commands;
+mod print;
+
+pub use args::*;
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::app::exit;
+use crate::config::Settings;
+use crate::dots::client::DotsClient;
+use crate::jobs::{Engine, Queue};
+use crate::store::Store;
+
+pub fn init_tracing(cli: &Cli) {
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Run { .. } | Command::Status { watch: true, .. }
+    );
+    let default = if quiet {
+        "payrun=warn,warn"
+    } else {
+        "payrun=info,warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+/// Runs the command; returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match commands::dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::FAILED
+        }
+    }
+}
+
+/// Everything a command may need, opened on demand.
+pub(crate) struct Ctx {
+    pub settings: Settings,
+}
+
+impl Ctx {
+    pub fn load(cli: &Cli) -> anyhow::Result<Ctx> {
+        let mut settings = Settings::load(std::path::Path::new("config"), cli.config.as_deref())?;
+        if let Some(url) = &cli.database_url {
+            settings.database.url = url.clone();
+        }
+        Ok(Ctx { settings })
+    }
+
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        Store::connect(&self.settings.database.url)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening database {}",
+                    crate::store::redact_url(&self.settings.database.url)
+                )
+            })
+    }
+
+    pub fn queue(&self, store: &Store) -> Queue {
+        Queue::new(
+            store,
+            Duration::from_secs(self.settings.worker.heartbeat_secs),
+        )
+    }
+
+    pub fn dots(&self) -> anyhow::Result<DotsClient> {
+        Ok(DotsClient::new(self.settings.client_config())?)
+    }
+
+    pub fn engine(&self, store: &Store) -> anyhow::Result<Engine> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+        let owner = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        Ok(Engine::new(
+            store.clone(),
+            self.dots()?,
+            self.settings.worker.clone(),
+            &owner,
+        ))
+    }
+}
+
+/// Parses an id argument, or prints why not (exit 2).
+pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, i32>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(|e| {
+        eprintln!("error: {e}");
+        exit::BAD_INPUT
+    })
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing jobs in flight");
+}

@@ -1,0 +1,223 @@
+//! How results look on a terminal. JSON output is the serde form of the same structs.
+
+use crate::app::audit::AuditReport;
+use crate::app::ops::{ItemView, OpsReport};
+use crate::app::schedule::ScheduleView;
+use crate::app::{BatchStatus, Submitted};
+use crate::batch::BatchId;
+use crate::item::ItemState;
+use crate::money::format_cents;
+use crate::store::{StateCount, Store, StoreError};
+
+pub fn submitted(s: &Submitted) {
+    match s {
+        Submitted::New {
+            batch,
+            summary,
+            awaiting_approval,
+        } => {
+            eprintln!(
+                "stored {} items, {} total",
+                summary.rows,
+                format_cents(summary.total_cents)
+            );
+            if *awaiting_approval {
+                eprintln!(
+                    "the total is over the approval threshold: nothing is paid until `payrun approve {batch}`"
+                );
+            }
+            println!("{batch}");
+        }
+        Submitted::Existing { batch, .. } => {
+            eprintln!(
+                "this file was already submitted as batch {batch}; nothing new stored (use --allow-duplicate to pay it again)"
+            );
+            println!("{batch}");
+        }
+        Submitted::DryRun {
+            summary,
+            new_payees,
+        } => println!(
+            "valid: {} items, {} total, {} new payees to onboard; nothing stored",
+            summary.rows,
+            format_cents(summary.total_cents),
+            new_payees
+        ),
+        Submitted::TickTaken => println!("another worker already made this tick's batch"),
+    }
+}
+
+pub fn status(s: &BatchStatus) {
+    println!(
+        "batch {}  {}  {} items  {}  {}{}",
+        s.batch_id,
+        s.source,
+        s.items,
+        format_cents(s.total_cents),
+        if s.settled { "settled" } else { "in progress" },
+        if s.status == "approved" {
+            String::new()
+        } else {
+            format!("  [{}]", s.status)
+        },
+    );
+    for l in &s.states {
+        println!(
+            "  {:<16} {:>7} items  {:>12}",
+            l.state,
+            l.items,
+            format_cents(l.cents)
+        );
+    }
+}
+
+pub fn item(v: &ItemView) {
+    println!(
+        "item {}  batch {}  payee {}  {}  {}",
+        v.id,
+        v.batch_id,
+        v.payee_id,
+        format_cents(v.amount_cents),
+        v.state
+    );
+    println!(
+        "  dots user {}  transfer {}  attempts {}",
+        v.dots_user_id.as_deref().unwrap_or("-"),
+        v.transfer_id.as_deref().unwrap_or("-"),
+        v.attempts
+    );
+    if let Some(l) = &v.flow_link {
+        println!("  link {l}");
+    }
+    if let Some(e) = &v.last_error {
+        println!("  last error: {e}");
+    }
+    for e in &v.events {
+        let when = chrono::DateTime::from_timestamp_millis(e.at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        let change = match (&e.from_state, &e.to_state) {
+            (Some(f), Some(t)) => format!("{f} -> {t}: "),
+            (None, Some(t)) => format!("-> {t}: "),
+            _ => String::new(),
+        };
+        println!("  {when}  {:<16} {change}{}", e.kind, e.detail);
+    }
+}
+
+pub fn audit(id: BatchId, r: &AuditReport) {
+    println!(
+        "batch {id}: {} items, {} transfers at Dots name this batch",
+        r.items, r.transfers
+    );
+    for (what, list) in [
+        ("paid in payrun, no transfer at Dots", &r.missing),
+        ("more than one transfer", &r.duplicated),
+        ("transfer with another amount, user or id", &r.mismatched),
+        ("transfer at Dots not recorded in payrun", &r.unrecorded),
+        ("transfers naming no item of the batch", &r.orphans),
+    ] {
+        println!(
+            "  {what}: {}",
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            }
+        );
+    }
+    println!(
+        "{}",
+        if r.ok() {
+            "OK: every item paid at most once, as recorded"
+        } else {
+            "MISMATCH: investigate before rerunning anything"
+        }
+    );
+}
+
+pub fn ops(verb: &str, r: &OpsReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!("{verb}: {} item(s)", r.done.len());
+    for (id, payee) in &r.done {
+        println!("  {payee} ({id})");
+    }
+    if !r.skipped.is_empty() {
+        println!("not {verb}: {} item(s)", r.skipped.len());
+        for (id, payee, why) in &r.skipped {
+            println!("  {payee} ({id}): {why}");
+        }
+    }
+    Ok(())
+}
+
+pub fn schedules(list: &[ScheduleView]) {
+    if list.is_empty() {
+        println!("no schedules (declare them in jobs/*.toml)");
+    }
+    for s in list {
+        println!(
+            "{:<20} {:<22} next {}  last {}  source {}",
+            s.name,
+            s.cron,
+            s.next_run.as_deref().unwrap_or("never"),
+            s.last_tick.as_deref().unwrap_or("never"),
+            s.source
+        );
+    }
+}
+
+/// Live progress bars: one for settled items, one per state.
+pub struct Bars {
+    multi: indicatif::MultiProgress,
+    settled: indicatif::ProgressBar,
+    states: Vec<(ItemState, indicatif::ProgressBar)>,
+}
+
+impl Bars {
+    pub async fn new(store: &Store, batch: BatchId) -> Result<Bars, StoreError> {
+        let total = store.batch(batch).await?.map(|b| b.item_count).unwrap_or(0) as u64;
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template("{prefix:>16} {bar:40} {pos:>7}/{len}")
+            .expect("template");
+        let settled = multi.add(
+            indicatif::ProgressBar::new(total)
+                .with_style(style.clone())
+                .with_prefix("settled"),
+        );
+        let states = ItemState::ALL
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    multi.add(
+                        indicatif::ProgressBar::new(total)
+                            .with_style(style.clone())
+                            .with_prefix(s.as_str()),
+                    ),
+                )
+            })
+            .collect();
+        Ok(Bars {
+            multi,
+            settled,
+            states,
+        })
+    }
+
+    pub fn update(&self, counts: &[StateCount]) {
+        let settled: i64 = counts
+            .iter()
+            .filter(|c| c.state.is_settled())
+            .map(|c| c.count)
+            .sum();
+        self.settled.set_position(settled as u64);
+        for (s, bar) in &self.states {
+            bar.set_position(counts.iter().find(|c| c.state == *s).map_or(0, |c| c.count) as u64);
+        }
+        let _ = &self.multi;
+    }
+}
