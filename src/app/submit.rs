@@ -22,6 +22,8 @@ pub struct SubmitOptions {
     pub limits: Limits,
     /// Set when a schedule tick makes the batch: at most one batch per tick.
     pub tick: Option<Tick>,
+    /// What to record as the batch's source instead of the file path.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +129,7 @@ pub async fn submit_file(
     let needs_approval = opts.limits.approval_threshold_cents > 0
         && summary.total_cents > opts.limits.approval_threshold_cents;
     let new = NewBatch {
-        source: shown.clone(),
+        source: opts.source.clone().unwrap_or_else(|| shown.clone()),
         content_hash: summary.content_hash.clone(),
         needs_approval,
         tick: opts.tick.clone(),
