@@ -58,7 +58,7 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 dry_run: *dry_run,
                 allow_duplicate: *allow_duplicate,
                 limits: ctx.settings.limits,
-                tick: None,
+                ..Default::default()
             };
             let mut queue = ctx.queue(&store);
             match app::submit_file(&store, &mut queue, file, &opts).await {
