@@ -40,6 +40,7 @@ pub struct DotsSettings {
     pub client_id: String,
     pub timeout_secs: u64,
     pub connect_timeout_secs: u64,
+    pub rate_limit_rps: f64,
     /// From `DOTS_API_KEY` only.
     #[serde(skip)]
     pub api_key: String,
@@ -166,6 +167,12 @@ impl Settings {
         if let Some(v) = get("PAYRUN_DOTS_TIMEOUT_SECS") {
             self.dots.timeout_secs = num("PAYRUN_DOTS_TIMEOUT_SECS", v)?;
         }
+        if let Some(v) = get("PAYRUN_DOTS_RATE_LIMIT") {
+            self.dots.rate_limit_rps = v.parse().map_err(|e| ConfigError::Env {
+                var: "PAYRUN_DOTS_RATE_LIMIT".into(),
+                reason: format!("{e}"),
+            })?;
+        }
         if let Some(v) = get("PAYRUN_CONCURRENCY") {
             self.worker.concurrency = num("PAYRUN_CONCURRENCY", v)? as usize;
         }
@@ -200,6 +207,7 @@ impl Settings {
             api_key: self.dots.api_key.clone(),
             timeout: Duration::from_secs(self.dots.timeout_secs),
             connect_timeout: Duration::from_secs(self.dots.connect_timeout_secs),
+            rate_limit_rps: self.dots.rate_limit_rps,
         }
     }
 }

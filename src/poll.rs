@@ -54,10 +54,65 @@ pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollRepor
     Ok(report)
 }
 
-enum Polled {
+/// What a refresh of one item's flow found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
     Open,
     Onboarded(ItemId),
     Completed,
+}
+
+/// A webhook named this flow: refresh its item now (and push its next poll out, so the cron
+/// poller skips a flow that was just read). `None`: no item waits on the flow.
+pub async fn refresh_flow(
+    engine: &Engine,
+    flow_id: uuid::Uuid,
+) -> Result<Option<Polled>, JobError> {
+    match engine.store.item_by_flow(flow_id).await? {
+        Some(item) if item.item_state()?.is_waiting_on_payee() => {
+            Ok(Some(poll_one(engine, &item).await?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A webhook named this transfer: if it is ours (by metadata) and its item still waits for the
+/// outcome of the call, record it — Dots just told us the money moved.
+pub async fn refresh_transfer(
+    engine: &Engine,
+    transfer_id: uuid::Uuid,
+) -> Result<Option<ItemId>, JobError> {
+    if engine.store.transfer_recorded(transfer_id).await? {
+        // Already known: the usual case, and it costs no Dots call.
+        return Ok(None);
+    }
+    let t = match engine.dots.get_transfer(transfer_id).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(%transfer_id, error = %e, "cannot read the transfer a webhook named");
+            return Ok(None);
+        }
+    };
+    let Some(item_id) = t
+        .metadata_str("payrun_item_id")
+        .and_then(|s| s.parse::<ItemId>().ok())
+    else {
+        return Ok(None);
+    };
+    let Some(item) = engine.store.item(item_id).await? else {
+        return Ok(None);
+    };
+    if item.item_state()? == ItemState::Transferring
+        && item.transfer_id.is_none()
+        && !matches!(t.status.as_str(), "failed" | "canceled" | "reversed")
+        && engine
+            .store
+            .record_transfer_done(item_id, t.id, "confirmed by a Dots webhook")
+            .await?
+    {
+        return Ok(Some(item_id));
+    }
+    Ok(None)
 }
 
 #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]

@@ -2,10 +2,12 @@
 //! data (the binary prints it) and never calls `exit` itself.
 
 pub mod audit;
+pub mod dashboard;
 mod demo;
 pub mod ops;
 mod report;
 pub mod schedule;
+pub mod serve;
 mod submit;
 
 pub use demo::{DemoOptions, run_demo};

@@ -60,6 +60,14 @@ pub enum Command {
         /// Items worked at once.
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Serve /healthz and /metrics on this address (e.g. 0.0.0.0:9090).
+        #[arg(long, env = "PAYRUN_HEALTH_LISTEN")]
+        health_listen: Option<String>,
+    },
+    /// Serve the Dots webhook receiver, the dashboard, /healthz and /metrics (DOTS_WEBHOOK_SECRET, PAYRUN_DASHBOARD_TOKEN from the environment).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
     },
     /// Submit FILE, then work until the batch settles, with a progress bar. Exit 0: all completed or waiting on payees; 1: some failed; 2: bad input.
     Run {

@@ -73,10 +73,30 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::Worker { concurrency } => {
+        Command::Serve { listen } => {
+            let engine = ctx.engine(&store)?;
+            let token = std::env::var("PAYRUN_DASHBOARD_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let router = app::serve::router(
+                engine,
+                ctx.queue(&store),
+                ctx.settings.dots.webhook_secret.as_deref(),
+                token,
+            )?;
+            app::serve::serve(listen, router, shutdown_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::Worker {
+            concurrency,
+            health_listen,
+        } => {
             let mut settings = ctx.settings.clone();
             if let Some(c) = concurrency {
                 settings.worker.concurrency = *c;
+            }
+            if let Some(addr) = health_listen {
+                app::serve::spawn_health(addr.clone(), store.clone());
             }
             let engine = Ctx {
                 settings: settings.clone(),
@@ -312,6 +332,9 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
     }
     if a.webhook_url.is_some() {
         c.webhook_url = a.webhook_url.clone();
+    }
+    if let Ok(v) = std::env::var("DOTS_WEBHOOK_SECRET") {
+        c.webhook_secret = Some(v);
     }
     let handle = Sim::new(c)
         .spawn(&a.listen)

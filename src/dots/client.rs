@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tracing::instrument;
 use uuid::Uuid;
 
+use super::limiter::RateLimiter;
 use super::types::*;
 
 /// How a failed call should be treated by the caller.
@@ -88,6 +89,8 @@ pub struct ClientConfig {
     /// Whole-request timeout; past it the outcome is ambiguous.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Client-side limit, requests per second over every call of this process (0: none).
+    pub rate_limit_rps: f64,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -106,6 +109,7 @@ impl fmt::Debug for ClientConfig {
 pub struct DotsClient {
     http: reqwest::Client,
     config: ClientConfig,
+    limiter: Option<RateLimiter>,
 }
 
 impl DotsClient {
@@ -115,7 +119,17 @@ impl DotsClient {
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("payrun/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(DotsClient { http, config })
+        let limiter = (config.rate_limit_rps > 0.0).then(|| {
+            RateLimiter::new(
+                config.rate_limit_rps,
+                (config.rate_limit_rps / 10.0).ceil() as u32,
+            )
+        });
+        Ok(DotsClient {
+            http,
+            config,
+            limiter,
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -124,13 +138,20 @@ impl DotsClient {
 
     #[instrument(skip(self, req), fields(user_id = ?req.user_id), err(Display, level = "info"))]
     pub async fn create_flow(&self, req: &CreateFlow) -> Result<Flow, DotsError> {
-        self.call(Method::POST, "/v2/flows", &[], Some(req)).await
+        self.call("POST /v2/flows", Method::POST, "/v2/flows", &[], Some(req))
+            .await
     }
 
     #[instrument(skip(self), err(Display, level = "info"))]
     pub async fn get_flow(&self, id: Uuid) -> Result<Flow, DotsError> {
-        self.call::<(), _>(Method::GET, &format!("/v2/flows/{id}"), &[], None)
-            .await
+        self.call::<(), _>(
+            "GET /v2/flows/{id}",
+            Method::GET,
+            &format!("/v2/flows/{id}"),
+            &[],
+            None,
+        )
+        .await
     }
 
     /// One page of the App's flows, newest first.
@@ -143,7 +164,8 @@ impl DotsClient {
         if let Some(c) = starting_after {
             q.push(("starting_after", c.to_string()));
         }
-        self.call::<(), _>(Method::GET, "/v2/flows", &q, None).await
+        self.call::<(), _>("GET /v2/flows", Method::GET, "/v2/flows", &q, None)
+            .await
     }
 
     /// The newest flow whose metadata has `key` = `value`, looking only at flows created at or
@@ -176,14 +198,26 @@ impl DotsClient {
 
     #[instrument(skip(self, req), fields(user_id = %req.user_id, amount = req.amount, key = ?req.idempotency_key), err(Display, level = "info"))]
     pub async fn create_transfer(&self, req: &CreateTransfer) -> Result<Transfer, DotsError> {
-        self.call(Method::POST, "/v2/transfers", &[], Some(req))
-            .await
+        self.call(
+            "POST /v2/transfers",
+            Method::POST,
+            "/v2/transfers",
+            &[],
+            Some(req),
+        )
+        .await
     }
 
     #[instrument(skip(self), err(Display, level = "info"))]
     pub async fn get_transfer(&self, id: Uuid) -> Result<Transfer, DotsError> {
-        self.call::<(), _>(Method::GET, &format!("/v2/transfers/{id}"), &[], None)
-            .await
+        self.call::<(), _>(
+            "GET /v2/transfers/{id}",
+            Method::GET,
+            &format!("/v2/transfers/{id}"),
+            &[],
+            None,
+        )
+        .await
     }
 
     /// One page of a user's transfers, newest first.
@@ -197,7 +231,7 @@ impl DotsClient {
         if let Some(c) = starting_after {
             q.push(("starting_after", c.to_string()));
         }
-        self.call::<(), _>(Method::GET, "/v2/transfers", &q, None)
+        self.call::<(), _>("GET /v2/transfers", Method::GET, "/v2/transfers", &q, None)
             .await
     }
 
@@ -218,17 +252,25 @@ impl DotsClient {
 
     #[instrument(skip(self), err(Display, level = "info"))]
     pub async fn get_user(&self, id: Uuid) -> Result<User, DotsError> {
-        self.call::<(), _>(Method::GET, &format!("/v2/users/{id}"), &[], None)
-            .await
+        self.call::<(), _>(
+            "GET /v2/users/{id}",
+            Method::GET,
+            &format!("/v2/users/{id}"),
+            &[],
+            None,
+        )
+        .await
     }
 
     #[instrument(skip(self, req), err(Display, level = "info"))]
     pub async fn create_user(&self, req: &CreateUser) -> Result<User, DotsError> {
-        self.call(Method::POST, "/v2/users", &[], Some(req)).await
+        self.call("POST /v2/users", Method::POST, "/v2/users", &[], Some(req))
+            .await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
+        endpoint: &'static str,
         method: Method,
         path: &str,
         query: &[(&str, String)],
@@ -245,6 +287,28 @@ impl DotsClient {
         if let Some(b) = body {
             rb = rb.json(b);
         }
+        if let Some(l) = &self.limiter {
+            l.acquire().await;
+        }
+        let res = self.send(rb).await;
+        let outcome = match &res {
+            Ok(_) => "ok".to_string(),
+            Err(DotsError::Permanent { status, .. }) => status.to_string(),
+            Err(DotsError::Retryable {
+                status: Some(s), ..
+            }) => s.to_string(),
+            Err(DotsError::Retryable { .. }) => "connect".to_string(),
+            Err(DotsError::Ambiguous(_)) => "ambiguous".to_string(),
+            Err(DotsError::DuplicateKey(_)) => "duplicate_key".to_string(),
+        };
+        crate::metrics::inc(
+            "payrun_dots_requests_total",
+            format!("endpoint=\"{endpoint}\",outcome=\"{outcome}\""),
+        );
+        res
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, DotsError> {
         let resp = rb.send().await.map_err(classify_send_error)?;
         let status = resp.status();
         let retry_after = parse_retry_after(resp.headers());
@@ -378,6 +442,7 @@ mod tests {
             api_key: "s3cr3t".into(),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            rate_limit_rps: 0.0,
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }

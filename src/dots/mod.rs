@@ -4,5 +4,6 @@
 //! The client and the simulator share only `types`; neither knows of the store or the jobs.
 
 pub mod client;
+pub mod limiter;
 pub mod sim;
 pub mod types;

@@ -248,6 +248,12 @@ impl Store {
             .collect()
     }
 
+    /// Items per state over every batch (for metrics).
+    pub async fn state_totals(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(on_pool!(&self.pool, p => sqlx::query_as(
+            "SELECT state, COUNT(*) FROM items GROUP BY state").fetch_all(p).await?))
+    }
+
     /// True when every item of the batch is terminal or waiting on its payee.
     pub async fn batch_is_settled(&self, id: BatchId) -> Result<bool, StoreError> {
         Ok(self

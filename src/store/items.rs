@@ -134,6 +134,26 @@ impl Store {
         )
     }
 
+    /// The item waiting on this flow (onboarding or payout), if any.
+    pub async fn item_by_flow(&self, flow_id: Uuid) -> Result<Option<ItemRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE onboarding_flow_id = $1 OR payout_flow_id = $1
+             ORDER BY updated_at DESC LIMIT 1"
+        );
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+            .bind(flow_id.to_string()).fetch_optional(p).await?),
+        )
+    }
+
+    /// Whether some item already recorded this Dots transfer.
+    pub async fn transfer_recorded(&self, transfer_id: Uuid) -> Result<bool, StoreError> {
+        let n: i64 = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM items WHERE transfer_id = $1")
+            .bind(transfer_id.to_string()).fetch_one(p).await?);
+        Ok(n > 0)
+    }
+
     /// Every item of a batch, in file order.
     pub async fn batch_items(&self, batch: BatchId) -> Result<Vec<ItemRecord>, StoreError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY line");

@@ -1,5 +1,6 @@
 //! A stateful, in-memory simulator of the Dots v2 payouts API, standing in for Dots in the demo,
-//! the tests and the benchmarks. It shares only `dots::types` with the rest of payrun.
+//! the tests and the benchmarks. It shares only `dots::types` and `webhook::verify` (to sign
+//! webhooks) with the rest of payrun.
 //!
 //! What it owns: users and wallets, flows with simulated payees, balance transfers, idempotency
 //! keys (24 h on the sim clock), the App wallet, and fault injection (rate limit, injected and
@@ -12,10 +13,10 @@
 //!   `Fault::Stall` act after the operation has committed.
 //! - Each operation is atomic under one lock; money is conserved between the App wallet and the
 //!   user wallets.
-//! - Payees are simulated lazily when flows are read; no background task exists.
-//!
-//! Webhooks: `SimConfig::webhook_url` is accepted and stored, but the simulator does not send
-//! webhooks yet; clients must poll (GET flow / transfer) to observe changes.
+//! - Payees are simulated lazily when flows are read. Only with `webhook_url` set does `spawn`
+//!   start background tasks (both stop with the handle): the webhook sender (`webhooks.rs`:
+//!   `flow.updated`, `transfer.updated`, `transfer.completed`, Svix-signed, redelivered with the
+//!   same `svix-id`) and a payee ticker settling due flows every `payee_tick_ms`.
 
 mod clock;
 mod faults;
@@ -24,9 +25,13 @@ mod http;
 mod paging;
 mod state;
 mod validate;
+mod webhooks;
 
 pub use clock::SimClock;
 pub use validate::ApiError;
+pub use webhooks::{
+    DEFAULT_RETRY_DELAYS_MS, DEFAULT_WEBHOOK_SECRET, DeliveryRecord, DeliveryStatus,
+};
 
 use crate::dots::types::{CreateUser, Flow, User, Wallet};
 use chrono::{DateTime, Utc};
@@ -81,8 +86,22 @@ pub struct SimConfig {
     pub stall_secs: f64,
     /// Requests per second over all API requests; beyond it, 429 + `Retry-After`.
     pub rate_limit: Option<u32>,
-    /// Stored only: webhooks are not sent yet.
+    /// Where webhooks are POSTed; `None` sends none and starts no background task.
     pub webhook_url: Option<String>,
+    /// `whsec_<base64>` signing secret; `None` means [`DEFAULT_WEBHOOK_SECRET`].
+    pub webhook_secret: Option<String>,
+    /// Delay before each delivery attempt, ms (real time); its length is the attempt count.
+    pub webhook_retry_delays_ms: Vec<u64>,
+    /// An attempt not answered within this long fails (Svix allows 15 s).
+    pub webhook_timeout_ms: u64,
+    /// Share of delivered messages sent once more, same `svix-id`.
+    pub webhook_duplicate_rate: f64,
+    /// Share of attempts signed over the wrong content.
+    pub webhook_bad_signature_rate: f64,
+    /// Share of attempts whose `svix-timestamp` is 10 minutes old.
+    pub webhook_stale_rate: f64,
+    /// How often (real ms) the payee ticker settles due flows when webhooks are on.
+    pub payee_tick_ms: u64,
     /// Starting App wallet balance, cents.
     pub app_wallet_cents: i64,
     pub duplicate_key_mode: DuplicateKeyMode,
@@ -110,6 +129,13 @@ impl Default for SimConfig {
             stall_secs: 10.0,
             rate_limit: None,
             webhook_url: None,
+            webhook_secret: None,
+            webhook_retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
+            webhook_timeout_ms: 15_000,
+            webhook_duplicate_rate: 0.0,
+            webhook_bad_signature_rate: 0.0,
+            webhook_stale_rate: 0.0,
+            payee_tick_ms: 100,
             app_wallet_cents: 100_000_000_000,
             duplicate_key_mode: DuplicateKeyMode::Reject,
             amounts_as_strings: false,
@@ -171,6 +197,7 @@ struct Inner {
     faults: faults::Faults,
     state: Mutex<state::State>,
     host: OnceLock<String>,
+    webhooks: Option<webhooks::Outbox>,
 }
 
 /// The simulator. Cheap to clone; all clones share one in-memory state.
@@ -181,12 +208,18 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
+        let webhooks = config
+            .webhook_url
+            .clone()
+            .map(|url| webhooks::Outbox::new(url, config.webhook_secret.as_deref(), config.seed));
+        let notifier = webhooks.as_ref().map(webhooks::Outbox::notifier);
         Sim {
             inner: Arc::new(Inner {
                 clock: SimClock::new(),
                 faults: faults::Faults::new(config.seed),
-                state: Mutex::new(state::State::new(config.app_wallet_cents)),
+                state: Mutex::new(state::State::new(config.app_wallet_cents, notifier)),
                 host: OnceLock::new(),
+                webhooks,
                 config,
             }),
         }
@@ -202,8 +235,10 @@ impl Sim {
     }
 
     /// Bind `addr` (e.g. `"127.0.0.1:0"`) and serve in a tokio task until the handle is dropped
-    /// or shut down.
+    /// or shut down; with `webhook_url` set, also start the webhook sender and payee ticker
+    /// (an invalid `webhook_secret` is an `InvalidInput` error).
     pub async fn spawn(self, addr: &str) -> std::io::Result<SimHandle> {
+        let background = webhooks::start(&self)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let _ = self.inner.host.set(addr.to_string());
@@ -222,6 +257,7 @@ impl Sim {
             sim: self,
             stop: Some(tx),
             task: Some(task),
+            background,
         })
     }
 
@@ -257,6 +293,31 @@ impl Sim {
         self.lock().complete_flow(flow_id)
     }
 
+    /// Every webhook message so far, in creation order (empty when webhooks are off).
+    pub fn webhook_deliveries(&self) -> Vec<DeliveryRecord> {
+        self.inner
+            .webhooks
+            .as_ref()
+            .map(webhooks::Outbox::records)
+            .unwrap_or_default()
+    }
+
+    /// Webhook events not yet delivered or given up on.
+    pub fn pending_webhooks(&self) -> usize {
+        self.inner
+            .webhooks
+            .as_ref()
+            .map_or(0, webhooks::Outbox::pending)
+    }
+
+    /// Resolves once no webhook is pending (at once when webhooks are off). Await it under a
+    /// `tokio::time::timeout`: a receiver that keeps failing holds it for the whole schedule.
+    pub async fn webhooks_idle(&self) {
+        if let Some(outbox) = &self.inner.webhooks {
+            outbox.idle().await;
+        }
+    }
+
     /// API requests seen for an endpoint key such as `"GET /v2/flows/{id}"`.
     pub fn request_count(&self, endpoint: &str) -> u64 {
         self.inner.faults.request_count(endpoint)
@@ -283,11 +344,14 @@ pub struct SimHandle {
     pub sim: Sim,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The webhook sender and payee ticker, aborted when the handle goes.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl SimHandle {
     /// Stop accepting connections and wait (at most 5 s) for open ones to finish.
     pub async fn shutdown(mut self) {
+        self.background.drain(..).for_each(|t| t.abort());
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -303,6 +367,7 @@ impl SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
+        self.background.drain(..).for_each(|t| t.abort());
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -5,9 +5,12 @@
 //! atomic (a transfer is checked, committed and its key recorded in one step; no double create
 //! under concurrency). Money is conserved: App wallet plus all user wallets only changes through
 //! transfers, each moving exactly `|amount|` one way. Payees are simulated lazily: whenever a flow
-//! is read, a due payee finishes it (and is onboarded as a new user if the flow had none).
+//! is read (or the webhook payee ticker calls `settle_due`), a due payee finishes it (and is
+//! onboarded as a new user if the flow had none). With webhooks on, every flow a payee finishes
+//! and every transfer created is announced once through the `Notifier` (never blocking).
 
 use super::validate::{ApiError, FlowRequest};
+use super::webhooks::{Notifier, SimEvent};
 use super::{DuplicateKeyMode, LedgerTransfer, LedgerUser, SimConfig};
 use crate::dots::types::{CreateTransfer, CreateUser, Flow, PhoneNumber, Transfer, User, Wallet};
 use chrono::{DateTime, Utc};
@@ -52,10 +55,11 @@ pub struct State {
     keys: HashMap<Uuid, KeyRec>,
     app_wallet: i64,
     seq: u64,
+    events: Option<Notifier>,
 }
 
 impl State {
-    pub fn new(app_wallet: i64) -> State {
+    pub fn new(app_wallet: i64, events: Option<Notifier>) -> State {
         State {
             users: Vec::new(),
             user_idx: HashMap::new(),
@@ -67,6 +71,7 @@ impl State {
             keys: HashMap::new(),
             app_wallet,
             seq: 0,
+            events,
         }
     }
 
@@ -148,9 +153,7 @@ impl State {
 
     /// All flows, newest first (created, then creation order), each settled.
     pub fn flows(&mut self, cfg: &SimConfig, now: DateTime<Utc>) -> Vec<Flow> {
-        for i in 0..self.flows.len() {
-            self.settle(i, cfg, now);
-        }
+        self.settle_due(cfg, now);
         let mut recs: Vec<&FlowRec> = self.flows.iter().collect();
         recs.sort_by_key(|r| std::cmp::Reverse((r.flow.created, r.seq)));
         recs.into_iter().map(|r| r.flow.clone()).collect()
@@ -161,6 +164,13 @@ impl State {
         let i = *self.flow_idx.get(&id)?;
         self.finish(i);
         Some(self.flows[i].flow.clone())
+    }
+
+    /// Let every due payee finish their flow.
+    pub fn settle_due(&mut self, cfg: &SimConfig, now: DateTime<Utc>) {
+        for i in 0..self.flows.len() {
+            self.settle(i, cfg, now);
+        }
     }
 
     fn settle(&mut self, i: usize, cfg: &SimConfig, now: DateTime<Utc>) {
@@ -175,13 +185,20 @@ impl State {
         }
     }
 
+    /// Complete every step (onboarding first if needed); announce it if anything changed.
     fn finish(&mut self, i: usize) {
+        let mut changed = false;
         if self.flows[i].flow.user_id.is_none() {
             let user = self.fabricate_user(self.flows[i].flow.id);
             self.flows[i].flow.user_id = Some(user.id);
+            changed = true;
         }
         let flow = &mut self.flows[i].flow;
+        changed |= flow.completed_steps != flow.steps;
         flow.completed_steps = flow.steps.clone();
+        if changed && let Some(events) = &self.events {
+            events.send(SimEvent::FlowUpdated(flow.id));
+        }
     }
 
     /// A new user for a payee who onboarded through a flow; phone numbers are unique.
@@ -282,6 +299,9 @@ impl State {
             key: req.idempotency_key,
             seq,
         });
+        if let Some(events) = &self.events {
+            events.send(SimEvent::TransferCreated(transfer.clone()));
+        }
         Ok(TransferOutcome::Created(transfer))
     }
 

@@ -1,0 +1,115 @@
+//! `payrun serve`: the HTTP face of payrun — the Dots webhook receiver (`POST /webhooks/dots`),
+//! `/healthz`, `/metrics`, and the operators' dashboard. Webhooks trigger an immediate refresh
+//! of the flow or transfer they name (through the same code the poller runs); a worker does the
+//! rest. The server itself never moves money.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::jobs::{Engine, Queue};
+use crate::poll::{self, Polled};
+use crate::webhook::{Verifier, WebhookEvent, WebhookState, server};
+
+/// The handler webhooks feed: refresh, then enqueue the item if it has work now.
+pub fn webhook_handler(
+    engine: Engine,
+    queue: Queue,
+) -> impl Fn(WebhookEvent) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static {
+    move |event| {
+        let (engine, mut queue) = (engine.clone(), queue.clone());
+        Box::pin(async move {
+            let kind = match &event {
+                WebhookEvent::FlowUpdated { .. } => "flow.updated",
+                WebhookEvent::TransferUpdated { .. } => "transfer",
+                WebhookEvent::Other { .. } => "other",
+            };
+            crate::metrics::inc("payrun_webhooks_total", format!("event=\"{kind}\""));
+            let enqueue = match event {
+                WebhookEvent::FlowUpdated { flow_id } => {
+                    match poll::refresh_flow(&engine, flow_id).await {
+                        Ok(Some(Polled::Onboarded(id))) => Some(id),
+                        Ok(_) => None,
+                        Err(e) => {
+                            warn!(%flow_id, error = %e, "webhook refresh failed; the poller will catch up");
+                            None
+                        }
+                    }
+                }
+                WebhookEvent::TransferUpdated { transfer_id } => {
+                    match poll::refresh_transfer(&engine, transfer_id).await {
+                        Ok(id) => id,
+                        Err(e) => {
+                            warn!(%transfer_id, error = %e, "webhook refresh failed; the worker reconciles");
+                            None
+                        }
+                    }
+                }
+                WebhookEvent::Other { .. } => None,
+            };
+            if let Some(id) = enqueue
+                && let Err(e) = queue.push(&[id], None).await
+            {
+                warn!(item_id = %id, error = %e, "cannot enqueue after webhook; the sweep will");
+            }
+        })
+    }
+}
+
+/// The router `serve` runs: webhooks (when a secret is configured), health, metrics, dashboard.
+pub fn router(
+    engine: Engine,
+    queue: Queue,
+    webhook_secret: Option<&str>,
+    dashboard_token: Option<String>,
+) -> anyhow::Result<axum::Router> {
+    let mut app = crate::metrics::router(engine.store.clone());
+    match webhook_secret {
+        Some(secret) => {
+            let verifier =
+                Verifier::new(secret).map_err(|e| anyhow::anyhow!("DOTS_WEBHOOK_SECRET: {e}"))?;
+            let state = WebhookState::new(verifier, webhook_handler(engine.clone(), queue.clone()));
+            app = app.merge(server::router(state));
+        }
+        None => warn!(
+            "DOTS_WEBHOOK_SECRET is not set: the webhook endpoint is off, flows are only polled"
+        ),
+    }
+    if let Some(token) = dashboard_token {
+        app = app.merge(super::dashboard::router(
+            engine.store.clone(),
+            queue,
+            Arc::from(token),
+        ));
+    } else {
+        warn!("PAYRUN_DASHBOARD_TOKEN is not set: the dashboard is off");
+    }
+    Ok(app)
+}
+
+/// Serves `router` on `listen` until `shutdown` resolves.
+pub async fn serve(
+    listen: &str,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    info!(addr = %listener.local_addr()?, "serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Health and metrics beside a worker, when `PAYRUN_HEALTH_LISTEN` / `--health-listen` is set.
+pub fn spawn_health(listen: String, store: crate::store::Store) {
+    tokio::spawn(async move {
+        let never = futures::future::pending::<()>();
+        if let Err(e) = serve(&listen, crate::metrics::router(store), never).await {
+            warn!(%listen, error = %e, "health endpoint failed");
+        }
+    });
+    let _ = Duration::ZERO;
+}
