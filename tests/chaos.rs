@@ -126,6 +126,10 @@ lease_secs = 15
 heartbeat_secs = 2
 queue_poll_ms = 100
 stale_secs = 30
+[limits]
+max_item_cents = 0
+max_batch_cents = 0
+approval_threshold_cents = 0
 "#,
     )
     .unwrap();

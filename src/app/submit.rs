@@ -24,6 +24,8 @@ pub struct SubmitOptions {
     pub tick: Option<Tick>,
     /// What to record as the batch's source instead of the file path.
     pub source: Option<String>,
+    /// Store only; the caller enqueues (benchmarks time the two apart).
+    pub no_enqueue: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +147,7 @@ pub async fn submit_file(
             });
         }
     };
-    if !needs_approval {
+    if !needs_approval && !opts.no_enqueue {
         let ids = store.batch_workable_items(batch).await?;
         queue.push(&ids, None).await?;
     }

@@ -133,8 +133,58 @@ pub enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Measure: ingest, throughput, API-bound runs and worker memory (prints figures).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+        /// Server on which PostgreSQL benchmarks create their databases.
+        #[arg(
+            long,
+            global = true,
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        pg_admin_url: String,
+    },
     /// Run the Dots API simulator (credentials from DOTS_CLIENT_ID / DOTS_API_KEY).
     Sim(SimArgs),
+}
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Submit a generated CSV of N rows; compare with COPY / sqlite3 .import.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, value_enum, default_value_t = crate::bench::BenchBackend::Sqlite)]
+        backend: crate::bench::BenchBackend,
+    },
+    /// Items/s at 0 ms simulator latency for each size, beside apalis' no-op rate.
+    Throughput {
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+        items: Vec<u64>,
+        #[arg(long, value_enum, default_value_t = crate::bench::BenchBackend::Sqlite)]
+        backend: crate::bench::BenchBackend,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Items/s under a simulator rate limit, with webhooks and with polling only.
+    Api {
+        #[arg(long, default_value_t = 300)]
+        items: u64,
+        #[arg(long, default_value_t = 50)]
+        latency_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        rate: u32,
+        #[arg(long, value_enum, default_value_t = crate::bench::BenchBackend::Sqlite)]
+        backend: crate::bench::BenchBackend,
+    },
+    /// Worker RSS while it works N items.
+    Memory {
+        #[arg(long, default_value_t = 100_000)]
+        items: u64,
+        #[arg(long, value_enum, default_value_t = crate::bench::BenchBackend::Sqlite)]
+        backend: crate::bench::BenchBackend,
+    },
 }
 
 #[derive(Subcommand)]

@@ -45,10 +45,39 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Sim(args) = &cli.command {
         return run_sim(args).await;
     }
+    if let Command::Bench {
+        command,
+        pg_admin_url,
+    } = &cli.command
+    {
+        use crate::cli::BenchCommand as B;
+        match command {
+            B::Ingest { rows, backend } => {
+                crate::bench::ingest(*backend, *rows, pg_admin_url).await?
+            }
+            B::Throughput {
+                items,
+                backend,
+                concurrency,
+            } => crate::bench::throughput(*backend, items, *concurrency, pg_admin_url).await?,
+            B::Api {
+                items,
+                latency_ms,
+                rate,
+                backend,
+            } => crate::bench::api(*backend, *items, *latency_ms, *rate, pg_admin_url).await?,
+            B::Memory { items, backend } => {
+                crate::bench::memory(*backend, *items, pg_admin_url).await?
+            }
+        }
+        return Ok(exit::OK);
+    }
     let ctx = Ctx::load(&cli)?;
     let store = ctx.store().await?;
     match &cli.command {
-        Command::Demo { .. } | Command::Sim(_) => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Sim(_) | Command::Bench { .. } => {
+            unreachable!("handled above")
+        }
         Command::Submit {
             file,
             dry_run,

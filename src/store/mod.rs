@@ -13,6 +13,7 @@
 //! `on_pool!` macro expands each query once per backend, so the compiler type-checks the binds
 //! for both; the test suite runs every query on both (see ARCHITECTURE.md, "Two backends").
 
+pub mod admin;
 mod batches;
 mod items;
 pub mod source;

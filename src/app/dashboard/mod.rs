@@ -1,0 +1,339 @@
+//! The operators' dashboard: server-rendered HTML pages (`html`) and the JSON API behind them
+//! (`api`), mounted by `payrun serve` when `PAYRUN_DASHBOARD_TOKEN` is set.
+//!
+//! It owns no logic of its own: every button and API action calls the same `app::ops`
+//! functions the CLI does (`approve`, `cancel`, `rerun`, `retry_flow`, `show`), and every view
+//! reads through `app::batch_status` / `list_status` and the store, so the dashboard can never
+//! do what `payrun approve|cancel|rerun|retry-flow` would refuse.
+//!
+//! Guarantees:
+//! - **Auth**: every route but `/login` needs the token, either `Authorization: Bearer <token>`
+//!   or the `payrun_token` cookie (HttpOnly, SameSite=Strict) that `GET /login?token=` sets.
+//!   Without it: 401, pages and API alike. Tokens are compared in constant time (HMAC-SHA256
+//!   under a per-process random key, checked with `verify_slice`), and never logged.
+//! - **CSRF**: a POST authenticated by the cookie alone must also carry the CSRF value, an
+//!   HMAC of the token (a hidden `csrf` form field, or the `X-CSRF-Token` header for the API);
+//!   a bearer header needs nothing more, since a browser never adds one by itself.
+//! - **Escaping**: everything user-supplied (payee ids, errors, flash messages) is HTML-escaped;
+//!   pages send a CSP that allows no script at all.
+
+mod actions;
+mod api;
+mod html;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::app::ops::OpsError;
+use crate::jobs::Queue;
+use crate::store::{ItemRecord, Store, StoreError};
+
+/// The cookie `/login` sets.
+pub const COOKIE: &str = "payrun_token";
+/// The header an API client authenticated by the cookie sends the CSRF value in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Clone)]
+struct Dash {
+    store: Store,
+    queue: Queue,
+    auth: Arc<Auth>,
+}
+
+/// The token, kept only as MACs so that checking a guess takes the same time however much of
+/// it is right.
+struct Auth {
+    /// Random per process: the key presented tokens are MACed under.
+    key: [u8; 32],
+    /// MAC of the real token under `key`.
+    token_mac: Vec<u8>,
+    /// What forms carry as `csrf`: hex HMAC(token, "payrun-dashboard-csrf").
+    csrf: String,
+}
+
+impl Auth {
+    fn new(token: &str) -> Auth {
+        let key: [u8; 32] = rand::random();
+        let token_mac = mac(&key, token.as_bytes());
+        let csrf = hex::encode(mac(token.as_bytes(), b"payrun-dashboard-csrf"));
+        Auth {
+            key,
+            token_mac,
+            csrf,
+        }
+    }
+
+    fn token_ok(&self, presented: &str) -> bool {
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key");
+        m.update(presented.as_bytes());
+        m.verify_slice(&self.token_mac).is_ok()
+    }
+
+    fn csrf_ok(&self, presented: &str) -> bool {
+        // Compare MACs of both under the random key: constant time, whatever the lengths.
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key");
+        m.update(presented.as_bytes());
+        m.verify_slice(&mac(&self.key, self.csrf.as_bytes()))
+            .is_ok()
+    }
+}
+
+fn mac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key");
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// How a request proved it holds the token (put in the request's extensions by `require_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthVia {
+    Bearer,
+    Cookie,
+}
+
+/// The dashboard and its API, every route behind the token (see the module doc).
+pub fn router(store: Store, queue: Queue, token: Arc<str>) -> Router {
+    let dash = Dash {
+        store,
+        queue,
+        auth: Arc::new(Auth::new(&token)),
+    };
+    let guarded = Router::new()
+        .route("/", get(html::index))
+        .route("/batches/{id}", get(html::batch_page))
+        .route("/items/{id}", get(html::item_page))
+        .route("/batches/{id}/approve", post(actions::approve))
+        .route("/batches/{id}/cancel", post(actions::cancel))
+        .route("/batches/{id}/rerun", post(actions::rerun))
+        .route("/items/{id}/retry-flow", post(actions::retry_flow))
+        .route("/api/batches", get(api::batches))
+        .route("/api/batches/{id}", get(api::batch))
+        .route("/api/items/{id}", get(api::item))
+        .route("/api/batches/{id}/approve", post(api::approve))
+        .route("/api/batches/{id}/cancel", post(api::cancel))
+        .route("/api/batches/{id}/rerun", post(api::rerun))
+        .route("/api/items/{id}/retry-flow", post(api::retry_flow))
+        .route_layer(axum::middleware::from_fn_with_state(
+            dash.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/login", get(html::login))
+        .merge(guarded)
+        .with_state(dash)
+}
+
+/// The token a request presents: the bearer header first, else the cookie.
+fn presented_token(headers: &HeaderMap) -> Option<(AuthVia, String)> {
+    if let Some(v) = headers.get(header::AUTHORIZATION)
+        && let Ok(v) = v.to_str()
+        && let Some(t) = v.strip_prefix("Bearer ")
+    {
+        return Some((AuthVia::Bearer, t.trim().to_string()));
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| (AuthVia::Cookie, value.to_string()))
+}
+
+async fn require_token(State(dash): State<Dash>, mut req: Request, next: Next) -> Response {
+    match presented_token(req.headers()) {
+        Some((via, token)) if dash.auth.token_ok(&token) => {
+            req.extensions_mut().insert(via);
+            next.run(req).await
+        }
+        _ => unauthorized(),
+    }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::WWW_AUTHENTICATE, "Bearer realm=\"payrun\""),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        "401 unauthorized: send `Authorization: Bearer <token>`, or open /login?token=<token> once\n",
+    )
+        .into_response()
+}
+
+/// Whether a POST may act: a bearer header suffices; a cookie needs the CSRF value too.
+fn csrf_passes(dash: &Dash, via: AuthVia, presented: Option<&str>) -> bool {
+    match via {
+        AuthVia::Bearer => true,
+        AuthVia::Cookie => presented.is_some_and(|c| dash.auth.csrf_ok(c)),
+    }
+}
+
+fn forbidden_csrf() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "403: missing or wrong CSRF value; reload the page and try again\n",
+    )
+        .into_response()
+}
+
+/// A failed request, as the API (JSON) or a page (HTML) shows it.
+#[derive(Debug)]
+enum DashError {
+    NotFound(String),
+    BadInput(String),
+    Internal(String),
+}
+
+impl DashError {
+    fn status(&self) -> StatusCode {
+        match self {
+            DashError::NotFound(_) => StatusCode::NOT_FOUND,
+            DashError::BadInput(_) => StatusCode::BAD_REQUEST,
+            DashError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            DashError::NotFound(m) | DashError::BadInput(m) | DashError::Internal(m) => m,
+        }
+    }
+}
+
+impl From<StoreError> for DashError {
+    fn from(e: StoreError) -> DashError {
+        tracing::error!(error = %e, "dashboard: store error");
+        DashError::Internal("the store failed; see the server log".into())
+    }
+}
+
+impl From<OpsError> for DashError {
+    fn from(e: OpsError) -> DashError {
+        match e {
+            OpsError::NoBatch(_) | OpsError::NoItem(_) => DashError::NotFound(e.to_string()),
+            OpsError::Store(e) => e.into(),
+            OpsError::Queue(e) => {
+                tracing::error!(error = %e, "dashboard: queue error");
+                DashError::Internal(format!("{e}; the worker's sweep will pick the items up"))
+            }
+        }
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(what: &str, raw: &str) -> Result<T, DashError> {
+    raw.trim()
+        .parse()
+        .map_err(|_| DashError::NotFound(format!("no {what} {raw:?}")))
+}
+
+/// An item as the dashboard lists it (the API's batch view, and each row of the batch page).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemSummary {
+    pub id: String,
+    pub payee_id: String,
+    pub amount_cents: i64,
+    pub amount: String,
+    pub state: String,
+    pub dots_user_id: Option<String>,
+    pub transfer_id: Option<String>,
+    pub flow_link: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+}
+
+impl From<ItemRecord> for ItemSummary {
+    fn from(i: ItemRecord) -> ItemSummary {
+        ItemSummary {
+            flow_link: i.payout_link.or(i.onboarding_link),
+            amount: crate::money::format_cents(i.amount_cents),
+            id: i.id,
+            payee_id: i.payee_id,
+            amount_cents: i.amount_cents,
+            state: i.state,
+            dots_user_id: i.dots_user_id,
+            transfer_id: i.transfer_id,
+            attempts: i.transfer_attempts,
+            last_error: i.last_error,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+/// A batch's items, optionally only those in `state` (which must name an `ItemState`).
+async fn items_in(
+    store: &Store,
+    batch: crate::batch::BatchId,
+    state: Option<&str>,
+) -> Result<Vec<ItemSummary>, DashError> {
+    let state = match state.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            s.parse::<crate::item::ItemState>()
+                .map_err(|_| DashError::BadInput(format!("no item state {s:?}")))?,
+        ),
+    };
+    Ok(store
+        .batch_items(batch)
+        .await?
+        .into_iter()
+        .filter(|i| state.is_none_or(|s| i.state == s.as_str()))
+        .map(ItemSummary::from)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_token_passes() {
+        let a = Auth::new("s3cret-token");
+        assert!(a.token_ok("s3cret-token"));
+        for wrong in ["", "s3cret-toke", "s3cret-token ", "S3CRET-TOKEN", "x"] {
+            assert!(!a.token_ok(wrong), "{wrong:?} passed");
+        }
+    }
+
+    #[test]
+    fn the_csrf_value_depends_on_the_token_and_is_checked_exactly() {
+        let a = Auth::new("one");
+        let b = Auth::new("two");
+        assert_ne!(a.csrf, b.csrf);
+        assert_eq!(a.csrf, Auth::new("one").csrf, "stable across restarts");
+        assert!(a.csrf_ok(&a.csrf.clone()));
+        assert!(!a.csrf_ok(&b.csrf));
+        assert!(!a.csrf_ok(""));
+    }
+
+    #[test]
+    fn the_bearer_header_wins_over_the_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=b; payrun_token=fromcookie".parse().unwrap(),
+        );
+        assert_eq!(
+            presented_token(&h),
+            Some((AuthVia::Cookie, "fromcookie".into()))
+        );
+        h.insert(header::AUTHORIZATION, "Bearer frombearer".parse().unwrap());
+        assert_eq!(
+            presented_token(&h),
+            Some((AuthVia::Bearer, "frombearer".into()))
+        );
+    }
+}

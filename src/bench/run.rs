@@ -1,0 +1,353 @@
+//! Benchmarks that run the worker: throughput at 0 ms latency (beside apalis' no-op rate),
+//! API-bound runs under a rate limit (with webhooks and polling only), and worker memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::*;
+
+use super::{BenchBackend, fresh_db, per_sec, rss_mib};
+use crate::app::{SubmitOptions, Submitted, submit_file};
+use crate::batch::BatchId;
+use crate::config::Settings;
+use crate::dots::client::DotsClient;
+use crate::dots::sim::{Sim, SimConfig, SimHandle};
+use crate::dots::types::CreateUser;
+use crate::jobs::{Engine, Queue, worker};
+use crate::store::Store;
+
+struct Rig {
+    store: Store,
+    sim: SimHandle,
+    engine: Engine,
+    queue: Queue,
+    settings: Settings,
+}
+
+async fn rig(db_url: &str, sim: SimConfig, concurrency: usize, rate: f64) -> anyhow::Result<Rig> {
+    let store = Store::connect(db_url).await?;
+    let handle = Sim::new(sim.clone()).spawn("127.0.0.1:0").await?;
+    let mut s = Settings::builtin();
+    s.dots.base_url = handle.base_url.clone();
+    s.dots.client_id = sim.client_id.clone();
+    s.dots.api_key = sim.api_key.clone();
+    s.dots.rate_limit_rps = rate;
+    s.worker.concurrency = concurrency;
+    s.worker.queue_poll_ms = 50;
+    s.worker.backoff_base_ms = 100;
+    s.worker.backoff_max_secs = 5;
+    // Benchmarks pay large generated batches: no guard rails.
+    s.limits = crate::config::Limits::default();
+    let engine = Engine::new(
+        store.clone(),
+        DotsClient::new(s.client_config())?,
+        s.worker.clone(),
+        "bench",
+    );
+    let queue = Queue::new(&store, Duration::from_secs(s.worker.heartbeat_secs));
+    Ok(Rig {
+        store,
+        sim: handle,
+        engine,
+        queue,
+        settings: s,
+    })
+}
+
+/// N known payees (Dots users made directly in the simulator) and a CSV paying them.
+async fn known_batch(r: &mut Rig, dir: &std::path::Path, items: u64) -> anyhow::Result<BatchId> {
+    let csv = dir.join(format!("bench-{items}.csv"));
+    let mut out = String::from("payee_id,amount,dots_user_id\n");
+    for n in 0..items {
+        let u = r.sim.sim.create_user(CreateUser {
+            first_name: "Bench".into(),
+            last_name: format!("Seller{n}"),
+            email: format!("b{n}@example.com"),
+            country_code: "1".into(),
+            phone_number: format!("9{n:09}"),
+            metadata: None,
+        });
+        out.push_str(&format!(
+            "b-{n:08},{}.{:02},{}\n",
+            1 + n % 900,
+            n % 100,
+            u.id
+        ));
+    }
+    std::fs::write(&csv, out)?;
+    let opts = SubmitOptions {
+        limits: r.settings.limits,
+        ..Default::default()
+    };
+    match submit_file(&r.store, &mut r.queue, &csv, &opts).await? {
+        Submitted::New { batch, .. } => Ok(batch),
+        other => anyhow::bail!("unexpected {other:?}"),
+    }
+}
+
+/// Runs a worker until the batch settles; returns the time and RSS samples (MiB).
+async fn work(r: &Rig, batch: BatchId) -> anyhow::Result<(Duration, Vec<f64>)> {
+    let start = Instant::now();
+    let store = r.store.clone();
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = samples.clone();
+    let until = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            s2.lock().expect("samples").push(rss_mib().0);
+            if store.batch_is_settled(batch).await.unwrap_or(false) {
+                return;
+            }
+        }
+    };
+    worker::run(r.engine.clone(), Vec::new(), until).await?;
+    let s = samples.lock().expect("samples").clone();
+    Ok((start.elapsed(), s))
+}
+
+/// apalis alone: N no-op jobs pushed in bulk, drained by 16 concurrent handlers.
+async fn apalis_noop(store: &Store, n: u64) -> anyhow::Result<Duration> {
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Noop(u64);
+    type Done = Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>;
+    let done = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let tx: Done = Arc::new(std::sync::Mutex::new(Some(tx)));
+    async fn noop(_j: Noop, ctx: Data<(Arc<AtomicU64>, u64, Done)>) -> Result<(), BoxDynError> {
+        let (done, n, tx) = &*ctx;
+        if done.fetch_add(1, Ordering::SeqCst) + 1 == *n
+            && let Some(tx) = tx.lock().expect("tx").take()
+        {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+    let data = (done.clone(), n, tx);
+    let jobs: Vec<_> = (0..n).map(|i| TaskBuilder::new(Noop(i)).build()).collect();
+    let strategy = Strategy::new().interval(Duration::from_millis(50));
+    let rx = async move {
+        let _ = rx.await;
+        Ok::<(), std::io::Error>(())
+    };
+    let start;
+    match store.pool() {
+        crate::store::Pool::Sqlite(p) => {
+            let mut s = apalis_sqlite::SqliteStorage::<Noop>::new(p).with_config(
+                apalis_sqlite::Config::default()
+                    .queue("payrun.bench.noop")
+                    .batch_size(16),
+            );
+            s.push_all(&mut futures::stream::iter(jobs)).await?;
+            start = Instant::now();
+            WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
+                .backend(s.poll_with_strategy(strategy))
+                .concurrency(16)
+                .data(data)
+                .build(noop)
+                .run_until(rx)
+                .await?;
+        }
+        crate::store::Pool::Postgres(p) => {
+            let mut s = apalis_postgres::PostgresStorage::<Noop>::new(p).with_config(
+                apalis_postgres::Config::default()
+                    .queue("payrun.bench.noop")
+                    .batch_size(16),
+            );
+            s.push_all(&mut futures::stream::iter(jobs)).await?;
+            start = Instant::now();
+            WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
+                .backend(s.poll_with_strategy(strategy))
+                .concurrency(16)
+                .data(data)
+                .build(noop)
+                .run_until(rx)
+                .await?;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+pub async fn throughput(
+    backend: BenchBackend,
+    sizes: &[u64],
+    concurrency: usize,
+    pg_admin: &str,
+) -> anyhow::Result<()> {
+    println!("throughput on {backend:?}, simulator at 0 ms, {concurrency} concurrent items");
+    let mut first = None;
+    for &n in sizes {
+        let db = fresh_db(backend, pg_admin).await?;
+        let mut r = rig(
+            &db.url,
+            SimConfig {
+                complete_after_secs: 1e9,
+                ..SimConfig::default()
+            },
+            concurrency,
+            0.0,
+        )
+        .await?;
+        let batch = known_batch(&mut r, db.dir(), n).await?;
+        let (took, _) = work(&r, batch).await?;
+        let rate = per_sec(n, took);
+        let noop_db = fresh_db(backend, pg_admin).await?;
+        let noop_store = Store::connect(&noop_db.url).await?;
+        let noop = apalis_noop(&noop_store, n).await?;
+        noop_store.close().await;
+        noop_db.drop_pg().await;
+        r.store.close().await;
+        db.drop_pg().await;
+        let base = *first.get_or_insert(rate);
+        println!(
+            "  {n:>7} items: {:>7.1} s  {rate:>7.0} items/s ({:+.0}% vs the smallest run)   apalis no-op: {:>7.0} jobs/s",
+            took.as_secs_f64(),
+            (rate / base - 1.0) * 100.0,
+            per_sec(n, noop)
+        );
+    }
+    Ok(())
+}
+
+pub async fn api(
+    backend: BenchBackend,
+    items: u64,
+    latency_ms: u64,
+    rate: u32,
+    pg_admin: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "API-bound on {backend:?}: {items} items, simulator latency {latency_ms} ms, rate limit {rate} req/s (ideal {:.1} items/s = R/3)",
+        rate as f64 / 3.0
+    );
+    for webhooks in [true, false] {
+        let db = fresh_db(backend, pg_admin).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hook = format!(
+            "http://{}{}",
+            listener.local_addr()?,
+            crate::webhook::server::PATH
+        );
+        let sim = SimConfig {
+            latency_ms,
+            rate_limit: Some(rate),
+            complete_after_secs: 1.0,
+            webhook_url: webhooks.then_some(hook),
+            ..SimConfig::default()
+        };
+        let mut r = rig(&db.url, sim, 64, rate as f64 * 0.98).await?;
+        r.engine = Engine::new(
+            r.store.clone(),
+            DotsClient::new(r.settings.client_config())?,
+            crate::config::WorkerSettings {
+                poll_cron: "* * * * * *".into(),
+                poll_schedule_secs: if webhooks {
+                    vec![60, 300, 1800, 3600]
+                } else {
+                    vec![2, 5, 10, 30]
+                },
+                ..r.settings.worker.clone()
+            },
+            "bench",
+        );
+        if webhooks {
+            let router = crate::app::serve::router(
+                r.engine.clone(),
+                r.queue.clone(),
+                Some(crate::dots::sim::DEFAULT_WEBHOOK_SECRET),
+                None,
+            )?;
+            tokio::spawn(async move { axum::serve(listener, router).await });
+        }
+        let before_429 =
+            crate::metrics::counter_sum("payrun_dots_requests_total", "outcome=\"429\"");
+        let batch = known_batch(&mut r, db.dir(), items).await?;
+        let start = Instant::now();
+        // Paid = transferred; settle until every payee also finished their flow.
+        let store = r.store.clone();
+        let until = async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let c = store.batch_counts(batch).await.unwrap_or_default();
+                if c.iter().all(|c| c.state.is_terminal()) {
+                    return;
+                }
+            }
+        };
+        worker::run(r.engine.clone(), Vec::new(), until).await?;
+        let took = start.elapsed();
+        let throttled =
+            crate::metrics::counter_sum("payrun_dots_requests_total", "outcome=\"429\"")
+                - before_429;
+        let calls: u64 = [
+            "POST /v2/flows",
+            "GET /v2/flows/{id}",
+            "GET /v2/flows",
+            "POST /v2/transfers",
+            "GET /v2/transfers",
+            "GET /v2/transfers/{id}",
+        ]
+        .iter()
+        .map(|e| r.sim.sim.request_count(e))
+        .sum();
+        let rate_items = per_sec(items, took);
+        println!(
+            "  {:<13} {:>6.1} s  {:>6.1} items/s = {:>5.1}% of R/3   429s: {throttled:<4}  Dots calls per paid item: {:.2}",
+            if webhooks {
+                "webhooks:"
+            } else {
+                "polling only:"
+            },
+            took.as_secs_f64(),
+            rate_items,
+            rate_items / (rate as f64 / 3.0) * 100.0,
+            calls as f64 / items as f64
+        );
+        r.store.close().await;
+        db.drop_pg().await;
+    }
+    Ok(())
+}
+
+pub async fn memory(backend: BenchBackend, items: u64, pg_admin: &str) -> anyhow::Result<()> {
+    let db = fresh_db(backend, pg_admin).await?;
+    let mut r = rig(
+        &db.url,
+        SimConfig {
+            complete_after_secs: 1e9,
+            ..SimConfig::default()
+        },
+        16,
+        0.0,
+    )
+    .await?;
+    let batch = known_batch(&mut r, db.dir(), items).await?;
+    let (took, samples) = work(&r, batch).await?;
+    r.store.close().await;
+    db.drop_pg().await;
+    let tenth = |i: usize| {
+        samples
+            .get(i * samples.len().saturating_sub(1) / 10)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "memory on {backend:?}: worker RSS while working {items} items ({:.0} s)",
+        took.as_secs_f64()
+    );
+    println!(
+        "  RSS MiB at 0%..100% of the run: {}",
+        (0..=10)
+            .map(|i| format!("{:.0}", tenth(i)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let (min, max) = samples
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    println!(
+        "  min {min:.0} MiB, max {max:.0} MiB, peak {:.0} MiB",
+        rss_mib().1
+    );
+    Ok(())
+}
