@@ -73,6 +73,7 @@ pub struct WorkerSettings {
     pub heartbeat_secs: u64,
     pub queue_poll_ms: u64,
     pub stale_secs: u64,
+    pub prune_done_ms: u64,
 }
 
 /// Guard rails on what a batch may pay. Zero means "no limit".

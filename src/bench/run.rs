@@ -25,7 +25,13 @@ struct Rig {
     settings: Settings,
 }
 
-async fn rig(db_url: &str, sim: SimConfig, concurrency: usize, rate: f64) -> anyhow::Result<Rig> {
+async fn rig(
+    db_url: &str,
+    sim: SimConfig,
+    concurrency: usize,
+    rate: f64,
+    prune: bool,
+) -> anyhow::Result<Rig> {
     let store = Store::connect(db_url).await?;
     let handle = Sim::new(sim.clone()).spawn("127.0.0.1:0").await?;
     let mut s = Settings::builtin();
@@ -35,6 +41,9 @@ async fn rig(db_url: &str, sim: SimConfig, concurrency: usize, rate: f64) -> any
     s.dots.rate_limit_rps = rate;
     s.worker.concurrency = concurrency;
     s.worker.queue_poll_ms = 50;
+    if !prune {
+        s.worker.prune_done_ms = 0;
+    }
     s.worker.backoff_base_ms = 100;
     s.worker.backoff_max_secs = 5;
     // Benchmarks pay large generated batches: no guard rails.
@@ -172,9 +181,12 @@ pub async fn throughput(
     backend: BenchBackend,
     sizes: &[u64],
     concurrency: usize,
+    prune: bool,
     pg_admin: &str,
 ) -> anyhow::Result<()> {
-    println!("throughput on {backend:?}, simulator at 0 ms, {concurrency} concurrent items");
+    println!(
+        "throughput on {backend:?}, simulator at 0 ms, {concurrency} concurrent items, pruning finished jobs: {prune}"
+    );
     let mut first = None;
     for &n in sizes {
         let db = fresh_db(backend, pg_admin).await?;
@@ -186,6 +198,7 @@ pub async fn throughput(
             },
             concurrency,
             0.0,
+            prune,
         )
         .await?;
         let batch = known_batch(&mut r, db.dir(), n).await?;
@@ -235,7 +248,7 @@ pub async fn api(
             webhook_url: webhooks.then_some(hook),
             ..SimConfig::default()
         };
-        let mut r = rig(&db.url, sim, 64, rate as f64 * 0.98).await?;
+        let mut r = rig(&db.url, sim, 64, rate as f64 * 0.98, true).await?;
         r.engine = Engine::new(
             r.store.clone(),
             DotsClient::new(r.settings.client_config())?,
@@ -319,6 +332,7 @@ pub async fn memory(backend: BenchBackend, items: u64, pg_admin: &str) -> anyhow
         },
         16,
         0.0,
+        true,
     )
     .await?;
     let batch = known_batch(&mut r, db.dir(), items).await?;

@@ -166,6 +166,9 @@ pub enum BenchCommand {
         backend: crate::bench::BenchBackend,
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Keep apalis' finished job rows (to see the slowdown pruning removes).
+        #[arg(long)]
+        no_prune: bool,
     },
     /// Items/s under a simulator rate limit, with webhooks and with polling only.
     Api {

@@ -59,7 +59,11 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 items,
                 backend,
                 concurrency,
-            } => crate::bench::throughput(*backend, items, *concurrency, pg_admin_url).await?,
+                no_prune,
+            } => {
+                crate::bench::throughput(*backend, items, *concurrency, !*no_prune, pg_admin_url)
+                    .await?
+            }
             B::Api {
                 items,
                 latency_ms,

@@ -117,6 +117,22 @@ pub async fn run(
         queue: queue.clone(),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
+    // Finished queue rows slow apalis' acknowledgements down as they pile up: prune them.
+    if settings.prune_done_ms > 0 {
+        let (store, mut stop) = (engine.store.clone(), rx.clone());
+        let every = Duration::from_millis(settings.prune_done_ms);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|v| *v) => return,
+                }
+                if let Err(e) = store.prune_done_jobs().await {
+                    warn!(error = %e, "pruning finished jobs failed");
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);

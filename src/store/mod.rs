@@ -188,6 +188,30 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl Store {
+    /// Deletes the item queue's finished (`Done`) jobs. apalis keeps every finished row, and
+    /// its acknowledgement query filters on the worker's name, so each ack scans every job that
+    /// worker ever ran: throughput falls as a batch grows. The item's own row is the record;
+    /// the finished queue row is worth nothing once acknowledged.
+    pub async fn prune_done_jobs(&self) -> Result<u64, StoreError> {
+        let q = crate::jobs::ITEM_QUEUE;
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query("DELETE FROM Jobs WHERE job_type = $1 AND status = 'Done'")
+                    .bind(q)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            }
+            Pool::Postgres(p) => {
+                sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
+                    .bind(q)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            }
+        })
+    }
+
     /// Jobs apalis holds for the item queue that have not finished (queue depth).
     pub async fn queued_jobs(&self) -> Result<i64, StoreError> {
         let q = crate::jobs::ITEM_QUEUE;
