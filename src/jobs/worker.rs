@@ -72,24 +72,41 @@ async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynErro
     if !report.onboarded.is_empty() {
         queue.push(&report.onboarded, None).await?;
     }
-    let stale = shared
-        .engine
-        .store
-        .workable_items(
-            now_ms(),
-            now_ms() - shared.engine.settings.stale_secs as i64 * 1000,
-            1000,
-        )
-        .await?;
-    if !stale.is_empty() {
-        warn!(count = stale.len(), "re-enqueueing stale items");
-        queue.push(&stale, None).await?;
-    }
+    sweep_stranded(&shared.engine, &mut queue).await?;
     Ok(())
 }
 
-/// Enqueues every item with work due now: run at start-up.
+/// Re-enqueues items that have work due but no job: a job lost between a batch's commit and
+/// its enqueue, or a retry whose push died with its process. Only when the item queue is empty
+/// — while jobs wait, a workable item is most likely one of them, and re-enqueueing it would
+/// only grow the queue (each tick, on every worker). Items touched in the last
+/// `worker.stale_secs` are left alone (their worker may be pushing their next job).
+pub async fn sweep_stranded(engine: &Engine, queue: &mut Queue) -> anyhow::Result<usize> {
+    if engine.store.queued_jobs().await? > 0 {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let stale_before = now - engine.settings.stale_secs as i64 * 1000;
+    let ids = engine
+        .store
+        .workable_items(now, stale_before, 10_000)
+        .await?;
+    if !ids.is_empty() {
+        warn!(
+            count = ids.len(),
+            "re-enqueueing items that had work due but no job"
+        );
+        queue.push(&ids, None).await?;
+    }
+    Ok(ids.len())
+}
+
+/// At start-up: everything with work due and no job (see [`sweep_stranded`]), without the
+/// "untouched lately" grace — nothing in this process is working them yet.
 pub async fn resume(engine: &Engine, queue: &mut Queue) -> anyhow::Result<usize> {
+    if engine.store.queued_jobs().await? > 0 {
+        return Ok(0);
+    }
     let ids = engine
         .store
         .workable_items(now_ms(), now_ms(), i64::MAX)
