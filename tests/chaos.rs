@@ -300,6 +300,12 @@ approval_threshold_cents = 0
             );
         }
     }
+    // The queue must not grow by itself (re-enqueue churn): at the end only a few retries wait.
+    let depth = store.queued_jobs().await.unwrap();
+    assert!(
+        depth < items as i64 / 2,
+        "{depth} jobs still queued for {items} items"
+    );
     let failed = records.iter().filter(|r| r.state == "failed").count();
     assert_eq!(
         failed,

@@ -203,6 +203,10 @@ async fn a_429_on_the_transfer_waits_at_least_retry_after_and_pays_once(b: Backe
         app.item(batch, "p").await.transfer_outcome.as_deref(),
         Some("retryable")
     );
+    // A duplicate job arriving before the retry time does nothing (and queues nothing).
+    let posts = app.sim().request_count("POST /v2/transfers");
+    assert_eq!(app.engine.process_item(id).await.unwrap(), Next::Idle);
+    assert_eq!(app.sim().request_count("POST /v2/transfers"), posts);
 
     app.step_until_idle(batch).await;
     assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");

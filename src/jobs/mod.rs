@@ -143,7 +143,10 @@ impl Engine {
         for _ in 0..16 {
             let state = item.item_state()?;
             if item.next_attempt_at > now_ms() && state.is_workable() {
-                return Ok(Next::RetryAt(item.next_attempt_at));
+                // Early: the job that recorded this retry also queued one for that time. This
+                // one (a duplicate delivery) ends here, or duplicates would live as long as the
+                // item keeps retrying.
+                return Ok(Next::Idle);
             }
             // Renew the lease before each step: a step is at most a few Dots calls.
             if self
