@@ -290,6 +290,11 @@ async fn rerunning_an_item_that_failed_after_its_transfer_only_redoes_the_payout
         attempts,
         "every fault used up"
     );
+    assert_eq!(
+        app.sim().request_count("GET /v2/flows"),
+        0,
+        "a refused flow call needs no search for a flow it might have made"
+    );
 
     let mut q = app.queue.clone();
     ops::rerun(&app.store, &mut q, batch, Some(id))

@@ -11,6 +11,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::{Engine, JobError, Next, item_metadata};
+use crate::dots::client::ErrorClass;
 use crate::dots::types::CreateFlow;
 use crate::item::ItemState;
 use crate::store::ItemRecord;
@@ -112,6 +113,10 @@ impl Engine {
                 Ok(Some(Next::Idle))
             }
             Err(e) => {
+                if e.class() != ErrorClass::Ambiguous {
+                    // Dots answered (5xx, 429, 4xx): no flow was made, nothing to look for later.
+                    self.store.close_payout_call(id).await?;
+                }
                 self.step_failed(item, ItemState::Transferred, "creating payout flow", &e)
                     .await
             }

@@ -446,6 +446,13 @@ impl Store {
         .await
     }
 
+    /// The payout-flow call failed before reaching Dots (retryable or refused): no flow was made.
+    pub async fn close_payout_call(&self, id: ItemId) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET payout_call_open = 0 WHERE id = $1")
+            .bind(id.to_string()).execute(p).await?; });
+        Ok(())
+    }
+
     /// transferred -> awaiting_payout: the payout flow exists; its link is the payee's.
     pub async fn record_payout_flow(
         &self,
