@@ -24,7 +24,11 @@ pub struct PollReport {
 /// Polls every flow due at `now` (unix ms), at most `limit`, a few at a time.
 #[instrument(skip(engine))]
 pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollReport, JobError> {
-    let due = engine.store.items_due_for_poll(now, limit).await?;
+    // Claimed for a minute; each poll below records the item's real next time.
+    let due = engine
+        .store
+        .claim_due_polls(now, limit, crate::store::now_ms() + 60_000)
+        .await?;
     let results: Vec<_> = futures::stream::iter(due)
         .map(|item| async move { poll_one(engine, &item).await })
         .buffer_unordered(engine.settings.concurrency.max(1))

@@ -13,6 +13,9 @@ use crate::jobs::{Engine, Queue};
 use crate::poll::{self, Polled};
 use crate::webhook::{Verifier, WebhookEvent, WebhookState, server};
 
+/// How long a transfer webhook waits before looking (see the handler).
+pub const TRANSFER_WEBHOOK_DELAY: Duration = Duration::from_secs(5);
+
 /// The handler webhooks feed: refresh, then enqueue the item if it has work now.
 pub fn webhook_handler(
     engine: Engine,
@@ -39,6 +42,9 @@ pub fn webhook_handler(
                     }
                 }
                 WebhookEvent::TransferUpdated { transfer_id } => {
+                    // Dots announces a transfer as it answers the POST: give the worker a moment
+                    // to record its own outcome, so the usual case costs no extra Dots call.
+                    tokio::time::sleep(TRANSFER_WEBHOOK_DELAY).await;
                     match poll::refresh_transfer(&engine, transfer_id).await {
                         Ok(id) => id,
                         Err(e) => {

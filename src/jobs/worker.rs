@@ -48,6 +48,7 @@ async fn handle_cron(tick: Tick<chrono_tz::Tz>, task: Data<CronTask>) -> Result<
 struct Shared {
     engine: Engine,
     queue: Queue,
+    polling: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynError> {
@@ -67,6 +68,10 @@ async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynErr
 }
 
 async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynError> {
+    // Ticks do not overlap in one process: a slow poll (rate-limited Dots) skips ticks.
+    let Ok(_running) = shared.polling.try_lock() else {
+        return Ok(());
+    };
     let mut queue = shared.queue.clone();
     let report = poll::poll_due(&shared.engine, now_ms(), 1000).await?;
     if !report.onboarded.is_empty() {
@@ -132,6 +137,7 @@ pub async fn run(
     let shared = Shared {
         engine: engine.clone(),
         queue: queue.clone(),
+        polling: Arc::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     // Finished queue rows slow apalis' acknowledgements down as they pile up: prune them.

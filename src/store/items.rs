@@ -518,19 +518,27 @@ impl Store {
         Ok(())
     }
 
-    /// Items waiting on a payee whose flow is due for a poll, oldest due first.
-    pub async fn items_due_for_poll(
+    /// Claims items waiting on a payee whose flow is due for a poll, oldest due first: their
+    /// next poll moves to `hold_until` so a concurrent poller (an overlapping tick, another
+    /// worker) skips them; the poll then records the real next time.
+    pub async fn claim_due_polls(
         &self,
         now: i64,
         limit: i64,
+        hold_until: i64,
     ) -> Result<Vec<ItemRecord>, StoreError> {
+        // The outer `next_poll_at <= $2` is re-checked on a row another transaction just
+        // claimed (PostgreSQL re-evaluates it on the new row version), so no row is claimed twice.
         let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM items WHERE next_poll_at IS NOT NULL AND next_poll_at <= $1
-             AND state IN ('onboarding', 'awaiting_payout') ORDER BY next_poll_at LIMIT $2"
+            "UPDATE items SET next_poll_at = $1 WHERE id IN (
+                 SELECT id FROM items WHERE next_poll_at IS NOT NULL AND next_poll_at <= $2
+                 AND state IN ('onboarding', 'awaiting_payout') ORDER BY next_poll_at LIMIT $3)
+             AND next_poll_at <= $2
+             RETURNING {ITEM_COLUMNS}"
         );
         Ok(
             on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
-            .bind(now).bind(limit).fetch_all(p).await?),
+            .bind(hold_until).bind(now).bind(limit).fetch_all(p).await?),
         )
     }
 
