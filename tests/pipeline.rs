@@ -47,14 +47,7 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
     let item = app.item(batch, "s1").await;
     assert_eq!(item.state, "completed");
 
-    let states: Vec<_> = app
-        .store
-        .item_events(item.item_id().unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| e.to_state)
-        .collect();
+    let states = app.state_history(item.item_id().unwrap()).await;
     assert_eq!(
         states,
         [
@@ -97,14 +90,7 @@ async fn a_new_payee_is_onboarded_before_being_paid(b: Backend) {
     let item = app.item(batch, "n1").await;
     assert_eq!(item.state, "awaiting_payout");
     assert_eq!(item.dots_user_id, done.user_id.map(|u| u.to_string()));
-    let states: Vec<_> = app
-        .store
-        .item_events(item.item_id().unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| e.to_state)
-        .collect();
+    let states = app.state_history(item.item_id().unwrap()).await;
     assert_eq!(
         states,
         [

@@ -94,14 +94,7 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     let after = app.store.item(id).await.unwrap().unwrap();
     assert_eq!(after.state, "transferring");
     assert_eq!(after.dots_user_id, Some(user.to_string()));
-    let to_states: Vec<_> = app
-        .store
-        .item_events(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| e.to_state)
-        .collect();
+    let to_states = app.state_history(id).await;
     assert_eq!(to_states, ["pending", "transferring"]);
 }
 

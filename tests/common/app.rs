@@ -222,6 +222,17 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no item for {payee}"))
     }
 
+    /// The states an item went through, from its event log.
+    pub async fn state_history(&self, id: payrun::batch::ItemId) -> Vec<String> {
+        self.store
+            .item_events(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter_map(|e| e.to_state)
+            .collect()
+    }
+
     pub fn ledger(&self) -> Ledger {
         self.sim().ledger()
     }
