@@ -31,6 +31,10 @@ use crate::dots::client::{DotsClient, DotsError, ErrorClass};
 use crate::item::ItemState;
 use crate::store::{ItemRecord, Store, StoreError, now_ms};
 
+/// The queue's run times are whole seconds (apalis-sqlite): a job may start this much before
+/// the time it was queued for.
+const QUEUE_TIME_GRAIN_MS: i64 = 2_000;
+
 /// What happens to an item after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -142,11 +146,17 @@ impl Engine {
         // A bounded loop: each turn makes one durable step.
         for _ in 0..16 {
             let state = item.item_state()?;
-            if item.next_attempt_at > now_ms() && state.is_workable() {
-                // Early: the job that recorded this retry also queued one for that time. This
-                // one (a duplicate delivery) ends here, or duplicates would live as long as the
-                // item keeps retrying.
-                return Ok(Next::Idle);
+            let early_by = item.next_attempt_at - now_ms();
+            if early_by > 0 && state.is_workable() {
+                if early_by > QUEUE_TIME_GRAIN_MS {
+                    // Early: the job that recorded this retry also queued one for that time.
+                    // This one (a duplicate delivery) ends here, or duplicates would live as
+                    // long as the item keeps retrying.
+                    return Ok(Next::Idle);
+                }
+                // The retry's own job: the queue keeps run times in whole seconds, so it may
+                // come up to a second early. Wait out the rest.
+                tokio::time::sleep(Duration::from_millis(early_by as u64)).await;
             }
             // Renew the lease before each step: a step is at most a few Dots calls.
             if self
