@@ -272,3 +272,20 @@ async fn an_item_whose_lease_is_held_by_a_live_worker_is_not_touched(b: Backend)
     assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
     app.assert_paid_exactly_once(batch).await;
 }
+
+on_both_backends!(a_retry_job_that_starts_a_moment_early_still_works_the_item);
+
+async fn a_retry_job_that_starts_a_moment_early_still_works_the_item(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550309").await;
+    let id = item.item_id().unwrap();
+    // A retry due in 0.8 s; the queue (whole seconds) hands its job over now.
+    app.store
+        .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 503", now_ms() + 800)
+        .await
+        .unwrap();
+    let next = app.engine.process_item(id).await.unwrap();
+    assert_eq!(next, payrun::jobs::Next::Idle, "waited out, then worked");
+    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    app.assert_paid_exactly_once(batch).await;
+}
