@@ -4,8 +4,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -89,19 +88,25 @@ fn action_item(body: &Bytes) -> Result<Option<ItemId>, DashError> {
         .transpose()
 }
 
-fn csrf_header(h: &HeaderMap) -> Option<&str> {
-    h.get(CSRF_HEADER).and_then(|v| v.to_str().ok())
+/// The API's POST routes pass here first (a route layer): a bearer header suffices; a cookie
+/// needs the CSRF header too.
+pub(super) async fn require_csrf(
+    State(d): State<Dash>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let via = req.extensions().get::<AuthVia>().copied();
+    let presented = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    match via {
+        Some(via) if csrf_passes(&d, via, presented) => next.run(req).await,
+        _ => forbidden_csrf(),
+    }
 }
 
 pub(super) async fn approve(
     State(d): State<Dash>,
-    Extension(via): Extension<AuthVia>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, DashError> {
-    if !csrf_passes(&d, via, csrf_header(&headers)) {
-        return Ok(forbidden_csrf());
-    }
     let batch: BatchId = parse_id("batch", &id)?;
     let mut q = d.queue.clone();
     let approved = ops::approve(&d.store, &mut q, batch).await?;
@@ -110,14 +115,9 @@ pub(super) async fn approve(
 
 pub(super) async fn cancel(
     State(d): State<Dash>,
-    Extension(via): Extension<AuthVia>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, DashError> {
-    if !csrf_passes(&d, via, csrf_header(&headers)) {
-        return Ok(forbidden_csrf());
-    }
     let batch: BatchId = parse_id("batch", &id)?;
     let item = action_item(&body)?;
     Ok(Json(ops::cancel(&d.store, batch, item).await?).into_response())
@@ -125,14 +125,9 @@ pub(super) async fn cancel(
 
 pub(super) async fn rerun(
     State(d): State<Dash>,
-    Extension(via): Extension<AuthVia>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, DashError> {
-    if !csrf_passes(&d, via, csrf_header(&headers)) {
-        return Ok(forbidden_csrf());
-    }
     let batch: BatchId = parse_id("batch", &id)?;
     let item = action_item(&body)?;
     let mut q = d.queue.clone();
@@ -141,13 +136,8 @@ pub(super) async fn rerun(
 
 pub(super) async fn retry_flow(
     State(d): State<Dash>,
-    Extension(via): Extension<AuthVia>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, DashError> {
-    if !csrf_passes(&d, via, csrf_header(&headers)) {
-        return Ok(forbidden_csrf());
-    }
     let item: ItemId = parse_id("item", &id)?;
     let mut q = d.queue.clone();
     let body = match ops::retry_flow(&d.store, &mut q, item).await? {

@@ -108,6 +108,16 @@ pub fn router(store: Store, queue: Queue, token: Arc<str>) -> Router {
         queue,
         auth: Arc::new(Auth::new(&token)),
     };
+    // The API's actions share one CSRF check (inside the token check below, which runs first).
+    let api_actions = Router::new()
+        .route("/api/batches/{id}/approve", post(api::approve))
+        .route("/api/batches/{id}/cancel", post(api::cancel))
+        .route("/api/batches/{id}/rerun", post(api::rerun))
+        .route("/api/items/{id}/retry-flow", post(api::retry_flow))
+        .route_layer(axum::middleware::from_fn_with_state(
+            dash.clone(),
+            api::require_csrf,
+        ));
     let guarded = Router::new()
         .route("/", get(html::index))
         .route("/batches/{id}", get(html::batch_page))
@@ -119,10 +129,7 @@ pub fn router(store: Store, queue: Queue, token: Arc<str>) -> Router {
         .route("/api/batches", get(api::batches))
         .route("/api/batches/{id}", get(api::batch))
         .route("/api/items/{id}", get(api::item))
-        .route("/api/batches/{id}/approve", post(api::approve))
-        .route("/api/batches/{id}/cancel", post(api::cancel))
-        .route("/api/batches/{id}/rerun", post(api::rerun))
-        .route("/api/items/{id}/retry-flow", post(api::retry_flow))
+        .merge(api_actions)
         .route_layer(axum::middleware::from_fn_with_state(
             dash.clone(),
             require_token,
