@@ -16,6 +16,9 @@ use crate::webhook::{Verifier, WebhookEvent, WebhookState, server};
 /// How long a transfer webhook waits before looking (see the handler).
 pub const TRANSFER_WEBHOOK_DELAY: Duration = Duration::from_secs(5);
 
+/// How long a flow webhook naming no waiting item waits before looking once more.
+pub const FLOW_WEBHOOK_RETRY: Duration = Duration::from_secs(1);
+
 /// The handler webhooks feed: refresh, then enqueue the item if it has work now.
 pub fn webhook_handler(
     engine: Engine,
@@ -32,7 +35,14 @@ pub fn webhook_handler(
             crate::metrics::inc("payrun_webhooks_total", format!("event=\"{kind}\""));
             let enqueue = match event {
                 WebhookEvent::FlowUpdated { flow_id } => {
-                    match poll::refresh_flow(&engine, flow_id).await {
+                    let mut refreshed = poll::refresh_flow(&engine, flow_id).await;
+                    if matches!(refreshed, Ok(None)) {
+                        // A payee can finish a flow before the worker that made it has recorded
+                        // it (the webhook races the worker's commit): look once more, shortly.
+                        tokio::time::sleep(FLOW_WEBHOOK_RETRY).await;
+                        refreshed = poll::refresh_flow(&engine, flow_id).await;
+                    }
+                    match refreshed {
                         Ok(Some(Polled::Onboarded(id))) => Some(id),
                         Ok(_) => None,
                         Err(e) => {
