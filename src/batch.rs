@@ -1,12 +1,17 @@
 //! Batches and the ids that name batches and items. Pure domain: no I/O.
 //!
 //! A `BatchId` is random (a batch is created once, in one transaction). An `ItemId` is derived
-//! from the batch and the payee, so re-reading the same file inside the same batch can never
-//! produce a second item for one payee.
+//! from the batch and the row's line: the batch id's first eight bytes, then the line. The
+//! same row of the same batch always has the same id, and a batch's ids sort in file order, so
+//! storing a batch appends to the primary-key index instead of writing all over it (bulk
+//! intake, see `store::batches`), and "the items of this batch after line N" is a key range.
 
 use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
+
+/// Lines above this do not fit an item id (no file has 2^62 lines).
+const LINE_MASK: u64 = (1 << 62) - 1;
 
 /// Namespace for every UUID v5 payrun derives.
 pub(crate) const NAMESPACE: Uuid = Uuid::from_u128(0x7061_7972_756e_4000_8000_0000_0000_0001);
@@ -34,12 +39,22 @@ impl BatchId {
 }
 
 impl ItemId {
-    /// The item for `payee_id` in `batch`: the same inputs always give the same id.
-    pub fn derive(batch: BatchId, payee_id: &str) -> ItemId {
-        ItemId(Uuid::new_v5(
-            &NAMESPACE,
-            format!("item:{}:{}", batch.0, payee_id).as_bytes(),
-        ))
+    /// The item stored from line `line` of `batch`'s file: the same inputs always give the
+    /// same id. Bytes 0..8 are the batch's (keeping its UUID version), bytes 8..16 the line
+    /// with the RFC 4122 variant bits set, so ids of one batch sort by line.
+    pub fn for_line(batch: BatchId, line: u64) -> ItemId {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&batch.0.as_bytes()[..8]);
+        let low = (line & LINE_MASK) | 0x8000_0000_0000_0000;
+        b[8..].copy_from_slice(&low.to_be_bytes());
+        ItemId(Uuid::from_bytes(b))
+    }
+
+    /// The line this id was made for, if it was made by [`ItemId::for_line`] for `batch`.
+    pub fn line_in(&self, batch: BatchId) -> Option<u64> {
+        let b = self.0.as_bytes();
+        (b[..8] == batch.0.as_bytes()[..8] && b[8] & 0xc0 == 0x80)
+            .then(|| u64::from_be_bytes(b[8..].try_into().expect("8 bytes")) & LINE_MASK)
     }
     pub fn as_uuid(&self) -> Uuid {
         self.0
@@ -81,14 +96,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn item_ids_are_deterministic_per_batch_and_payee() {
+    fn item_ids_are_deterministic_per_batch_and_line_and_sort_by_line() {
         let b = BatchId::new_random();
-        assert_eq!(ItemId::derive(b, "s1"), ItemId::derive(b, "s1"));
-        assert_ne!(ItemId::derive(b, "s1"), ItemId::derive(b, "s2"));
+        assert_eq!(ItemId::for_line(b, 2), ItemId::for_line(b, 2));
+        assert_ne!(ItemId::for_line(b, 2), ItemId::for_line(b, 3));
         assert_ne!(
-            ItemId::derive(b, "s1"),
-            ItemId::derive(BatchId::new_random(), "s1")
+            ItemId::for_line(b, 2),
+            ItemId::for_line(BatchId::new_random(), 2)
         );
+        // The text form (what the store keys on) sorts like the lines.
+        let ids: Vec<String> = [2u64, 10, 255, 256, 1 << 40]
+            .iter()
+            .map(|l| ItemId::for_line(b, *l).to_string())
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        assert_eq!(ItemId::for_line(b, 77).line_in(b), Some(77));
+        assert_eq!(ItemId::for_line(b, 77).as_uuid().get_version_num(), 4);
+        assert_eq!(ItemId::for_line(b, 77).line_in(BatchId::new_random()), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! CSV intake: turns an uploaded file into validated payout rows, streaming (constant memory
-//! apart from one 16-byte fingerprint per payee for the uniqueness check).
+//! CSV intake: turns an uploaded file into validated payout rows, streaming.
 //!
 //! Guarantees: a file is either accepted whole or rejected whole with every bad row named
-//! (line number as a spreadsheet shows it, column, reason). Nothing here touches the store;
-//! `store::Store::create_batch` stores an accepted file in one transaction.
+//! (line number as a spreadsheet shows it, column, reason). Nothing here touches the store.
+//! Storing a file (`app::submit`) reads it once through [`RowReader`] in constant memory and
+//! leaves "one row per payee" to the store's unique index; the full check, [`validate_with`],
+//! runs for dry runs and to explain a rejected file, and holds one 16-byte fingerprint per
+//! payee to name every repeated one.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,13 +28,18 @@ pub const COLUMNS: &[&str] = &[
     "phone_number",
     "memo",
 ];
-const CONTACT: &[&str] = &[
-    "first_name",
-    "last_name",
-    "email",
-    "country_code",
-    "phone_number",
-];
+// Positions in COLUMNS.
+const PAYEE: usize = 0;
+const AMOUNT: usize = 1;
+const USER: usize = 2;
+const FIRST: usize = 3;
+const LAST: usize = 4;
+const EMAIL: usize = 5;
+const COUNTRY: usize = 6;
+const PHONE: usize = 7;
+const MEMO: usize = 8;
+/// The contact columns: all or none.
+const CONTACT: [usize; 5] = [FIRST, LAST, EMAIL, COUNTRY, PHONE];
 
 /// How we reach a payee who has no Dots user yet (sent to Dots when onboarding).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,7 +219,8 @@ impl<R: Read> Read for HashingReader<R> {
 /// Pass two (and the parser behind pass one): yields validated rows one at a time.
 pub struct RowReader<R: Read> {
     reader: csv::Reader<R>,
-    index: HashMap<&'static str, usize>,
+    /// Where each of COLUMNS is in the file.
+    index: [Option<usize>; COLUMNS.len()],
     record: csv::StringRecord,
 }
 
@@ -222,18 +230,19 @@ impl<R: Read> RowReader<R> {
             .has_headers(true)
             .flexible(false)
             .trim(csv::Trim::All)
+            .buffer_capacity(1 << 16)
             .from_reader(input);
         let headers = reader
             .headers()
             .map_err(|e| IntakeError::Header(e.to_string()))?
             .clone();
-        let mut index = HashMap::new();
+        let mut index = [None; COLUMNS.len()];
         let mut problems = Vec::new();
         for (i, h) in headers.iter().enumerate() {
             let name = h.trim_start_matches('\u{feff}');
-            match COLUMNS.iter().find(|c| **c == name) {
+            match COLUMNS.iter().position(|c| *c == name) {
                 Some(c) => {
-                    if index.insert(*c, i).is_some() {
+                    if index[c].replace(i).is_some() {
                         problems.push(format!("column {name:?} appears twice"));
                     }
                 }
@@ -243,9 +252,12 @@ impl<R: Read> RowReader<R> {
                 )),
             }
         }
-        for required in ["payee_id", "amount"] {
-            if !index.contains_key(required) {
-                problems.push(format!("required column {required:?} is missing"));
+        for required in [PAYEE, AMOUNT] {
+            if index[required].is_none() {
+                problems.push(format!(
+                    "required column {:?} is missing",
+                    COLUMNS[required]
+                ));
             }
         }
         if !problems.is_empty() {
@@ -280,7 +292,7 @@ impl<R: Read> RowReader<R> {
 
     /// The `payee_id` of the row last read, if it has one.
     pub fn current_payee(&self) -> Option<&str> {
-        self.get("payee_id")
+        self.get(PAYEE)
     }
 
     /// The line of the row last read.
@@ -288,8 +300,8 @@ impl<R: Read> RowReader<R> {
         self.record.position().map_or(0, |p| p.line())
     }
 
-    fn get(&self, col: &str) -> Option<&str> {
-        let i = *self.index.get(col)?;
+    fn get(&self, col: usize) -> Option<&str> {
+        let i = self.index[col]?;
         self.record.get(i).filter(|v| !v.is_empty())
     }
 
@@ -302,7 +314,7 @@ impl<R: Read> RowReader<R> {
                 reason,
             })
         };
-        let payee_id = match self.get("payee_id") {
+        let payee_id = match self.get(PAYEE) {
             None => {
                 err("payee_id", "is required".into());
                 String::new()
@@ -313,7 +325,7 @@ impl<R: Read> RowReader<R> {
             }
             Some(p) => p.to_string(),
         };
-        let amount = match self.get("amount").map(str::parse::<Cents>) {
+        let amount = match self.get(AMOUNT).map(str::parse::<Cents>) {
             None => {
                 err("amount", "is required".into());
                 None
@@ -324,7 +336,7 @@ impl<R: Read> RowReader<R> {
             }
             Some(Ok(c)) => Some(c),
         };
-        let dots_user_id = match self.get("dots_user_id").map(Uuid::parse_str) {
+        let dots_user_id = match self.get(USER).map(Uuid::parse_str) {
             None => None,
             Some(Ok(u)) => Some(u),
             Some(Err(_)) => {
@@ -332,25 +344,24 @@ impl<R: Read> RowReader<R> {
                 None
             }
         };
-        let present: Vec<&str> = CONTACT
-            .iter()
-            .copied()
-            .filter(|c| self.get(c).is_some())
-            .collect();
-        let contact = if present.is_empty() {
+        let present = CONTACT.iter().filter(|c| self.get(**c).is_some()).count();
+        let contact = if present == 0 {
             None
-        } else if present.len() < CONTACT.len() {
-            for c in CONTACT.iter().filter(|c| !present.contains(c)) {
-                err(c, "is required when any contact detail is given".into());
+        } else if present < CONTACT.len() {
+            for c in CONTACT.iter().filter(|c| self.get(**c).is_none()) {
+                err(
+                    COLUMNS[*c],
+                    "is required when any contact detail is given".into(),
+                );
             }
             None
         } else {
             let c = Contact {
-                first_name: self.get("first_name").unwrap_or_default().to_string(),
-                last_name: self.get("last_name").unwrap_or_default().to_string(),
-                email: self.get("email").unwrap_or_default().to_string(),
-                country_code: self.get("country_code").unwrap_or_default().to_string(),
-                phone_number: self.get("phone_number").unwrap_or_default().to_string(),
+                first_name: self.get(FIRST).unwrap_or_default().to_string(),
+                last_name: self.get(LAST).unwrap_or_default().to_string(),
+                email: self.get(EMAIL).unwrap_or_default().to_string(),
+                country_code: self.get(COUNTRY).unwrap_or_default().to_string(),
+                phone_number: self.get(PHONE).unwrap_or_default().to_string(),
             };
             for (col, v) in [("first_name", &c.first_name), ("last_name", &c.last_name)] {
                 if v.chars().count() > 50 {
@@ -374,7 +385,7 @@ impl<R: Read> RowReader<R> {
             }
             Some(c)
         };
-        let memo = self.get("memo").map(str::to_string);
+        let memo = self.get(MEMO).map(str::to_string);
         if memo.as_ref().is_some_and(|m| m.chars().count() > 500) {
             err("memo", "is longer than 500 characters".into());
         }

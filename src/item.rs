@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_reproducible_and_change_with_generation() {
-        let item = ItemId::derive(crate::batch::BatchId::new_random(), "p");
+        let item = ItemId::for_line(crate::batch::BatchId::new_random(), 2);
         assert_eq!(
             IdempotencyKey::derive(item, 0),
             IdempotencyKey::derive(item, 0)

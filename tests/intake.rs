@@ -14,7 +14,23 @@ on_both_backends!(
     allow_duplicate_stores_a_second_batch,
     a_dry_run_validates_and_stores_nothing,
     an_accepted_file_enqueues_one_job_per_item,
+    a_bad_row_late_in_a_large_file_leaves_nothing_stored,
+    a_payee_repeated_far_apart_is_refused_naming_both_lines,
 );
+
+/// A file of `n` rows paying payees that already have Dots users (ids given in the file).
+fn big_file(n: usize) -> String {
+    let mut csv = String::from("payee_id,amount,dots_user_id\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "p-{i:06},{}.{:02},{}\n",
+            1 + i % 50,
+            i % 100,
+            uuid::Uuid::from_u128(0x5e11_0000_0000_4000_8000_0000_0000_0000 | i as u128)
+        ));
+    }
+    csv
+}
 
 async fn a_rejected_csv_stores_and_enqueues_nothing(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
@@ -124,4 +140,45 @@ async fn an_accepted_file_enqueues_one_job_per_item(b: Backend) {
     assert_eq!(items.len(), 2);
     assert!(items.iter().all(|i| i.state == "pending"));
     assert_eq!(items.iter().map(|i| i.amount_cents).sum::<i64>(), 375);
+}
+
+async fn a_bad_row_late_in_a_large_file_leaves_nothing_stored(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    // Rows stream into the store as they are read: the bad row comes after the first
+    // thousands have been written, and the rollback must take them all back.
+    let mut csv = big_file(5000);
+    csv.push_str("late,12.345,6f1c1f0e-8b1e-4a4c-9a51-2b0d2f7d9a10\n");
+    let tail = big_file(10).replace("p-", "q-");
+    csv.push_str(tail.split_once('\n').unwrap().1);
+    let err = app.submit(&csv).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("line 5002, column amount"), "{msg}");
+    assert!(app.store.list_batches(10).await.unwrap().is_empty());
+    assert_eq!(raw_count(&app, "SELECT COUNT(*) FROM items").await, 0);
+    assert_eq!(app.store.queued_jobs().await.unwrap(), 0);
+    // The same file, fixed, is accepted whole.
+    let fixed = csv.replace("late,12.345", "late,12.34");
+    let Submitted::New { summary, .. } = app
+        .submit_with(&fixed, &SubmitOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new batch")
+    };
+    assert_eq!(summary.rows, 5011);
+}
+
+async fn a_payee_repeated_far_apart_is_refused_naming_both_lines(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let mut csv = big_file(3000);
+    csv.push_str("p-000007,1.00,6f1c1f0e-8b1e-4a4c-9a51-2b0d2f7d9a10\n");
+    let err = app.submit(&csv).await.unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("line 3002, column payee_id: payee \"p-000007\" already appears on line 9"),
+        "{msg}"
+    );
+    assert!(app.store.list_batches(10).await.unwrap().is_empty());
+    assert_eq!(raw_count(&app, "SELECT COUNT(*) FROM items").await, 0);
 }

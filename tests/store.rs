@@ -140,20 +140,22 @@ async fn the_schema_refuses_unknown_states(b: Backend) {
 async fn the_event_log_is_append_only(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let item = stored_item(&app).await;
+    let id = item.item_id().unwrap();
+    app.store
+        .record_event(id, "note", "a row to protect")
+        .await
+        .unwrap();
     assert!(
         raw(&app, "UPDATE item_events SET detail = 'rewritten'")
             .await
             .is_err()
     );
     assert!(raw(&app, "DELETE FROM item_events").await.is_err());
-    assert_eq!(
-        app.store
-            .item_events(item.item_id().unwrap())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    // The stored row, and the item's creation read from its batch.
+    let events = app.store.item_events(id).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["state", "note"]);
+    assert_eq!(events[0].to_state.as_deref(), Some("pending"));
 }
 
 async fn migrations_run_twice_on_one_database_without_tripping(b: Backend) {

@@ -1,5 +1,6 @@
-//! Submitting a CSV file as a batch: validate (pass one), detect a resubmission by content
-//! hash, store (pass two, one transaction), enqueue. A rejected file stores and enqueues nothing.
+//! Submitting a CSV file as a batch: validate and store in one streaming pass (one
+//! transaction), detect a resubmission by content hash, enqueue. A rejected file stores and
+//! enqueues nothing, and gets every bad row named.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -13,7 +14,7 @@ use crate::batch::BatchId;
 use crate::config::Limits;
 use crate::intake::{self, IntakeError, Row, RowReader, Summary};
 use crate::jobs::Queue;
-use crate::store::{CreateBatchError, NewBatch, Store, StoreError, Tick};
+use crate::store::{BatchRows, CreateBatchError, Created, NewBatch, Store, StoreError, Tick};
 
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
@@ -96,14 +97,14 @@ pub async fn submit_file(
         path: shown.clone(),
         source,
     };
-    let file = File::open(path).map_err(|e| invalid(IntakeError::Io(e)))?;
-    let summary = intake::validate_with(BufReader::new(file), &opts.limits).map_err(invalid)?;
-    if !opts.allow_duplicate
-        && let Some(batch) = store.find_batch_by_hash(&summary.content_hash).await?
-    {
-        return Ok(Submitted::Existing { batch, summary });
-    }
     if opts.dry_run {
+        let file = File::open(path).map_err(|e| invalid(IntakeError::Io(e)))?;
+        let summary = intake::validate_with(BufReader::new(file), &opts.limits).map_err(invalid)?;
+        if !opts.allow_duplicate
+            && let Some(batch) = store.find_batch_by_hash(&summary.content_hash).await?
+        {
+            return Ok(Submitted::Existing { batch, summary });
+        }
         let new_payees = count_new_payees(store, path).await.map_err(|e| match e {
             CountError::Intake(e) => invalid(e),
             CountError::Store(e) => SubmitError::Store(e),
@@ -113,33 +114,55 @@ pub async fn submit_file(
             new_payees,
         });
     }
-    // Pass two streams the file again, hashing it, so a file edited between the passes is
-    // caught before commit.
+    // One pass: rows stream into the store as they are validated and hashed. The first bad
+    // row stops it and nothing is kept; only then is the file read again, by the full
+    // validation, to name every bad row (it holds a set of payees, which the happy path
+    // leaves to the database's unique index).
     let file = File::open(path).map_err(|e| invalid(IntakeError::Io(e)))?;
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     let reader = RowReader::new(Tee {
-        inner: BufReader::new(file),
+        inner: file,
         hasher: hasher.clone(),
     })
     .map_err(invalid)?;
-    let rows = PassTwo {
+    let rows = Accepting {
         reader,
         hasher,
-        expected: summary.content_hash.clone(),
-        done: false,
+        limits: opts.limits,
+        total: 0,
+        stopped: false,
     };
-    let needs_approval = opts.limits.approval_threshold_cents > 0
-        && summary.total_cents > opts.limits.approval_threshold_cents;
     let new = NewBatch {
         source: opts.source.clone().unwrap_or_else(|| shown.clone()),
-        content_hash: summary.content_hash.clone(),
-        needs_approval,
+        allow_duplicate: opts.allow_duplicate,
+        approval_threshold_cents: opts.limits.approval_threshold_cents,
         tick: opts.tick.clone(),
     };
-    let batch = match store.create_batch(&new, rows).await {
-        Ok(b) => b,
-        Err(CreateBatchError::Aborted(_)) => return Err(SubmitError::Changed { path: shown }),
+    let stored = match store.create_batch(&new, rows).await {
+        Ok(Created::New(b)) => b,
+        Ok(Created::Existing(batch)) => {
+            let rec = store.batch(batch).await?;
+            let summary = Summary {
+                rows: rec.as_ref().map_or(0, |r| r.item_count as u64),
+                total_cents: rec.as_ref().map_or(0, |r| r.total_cents),
+                content_hash: rec.map(|r| r.content_hash).unwrap_or_default(),
+                rows_needing_known_payee: 0,
+            };
+            return Ok(Submitted::Existing { batch, summary });
+        }
         Err(CreateBatchError::TickTaken(_)) => return Ok(Submitted::TickTaken),
+        Err(e @ (CreateBatchError::Aborted(_) | CreateBatchError::Refused(_))) => {
+            let file = File::open(path).map_err(|e| invalid(IntakeError::Io(e)))?;
+            intake::validate_with(BufReader::new(file), &opts.limits).map_err(invalid)?;
+            // Valid now: it changed while it was being stored, or the database refused it.
+            return Err(match e {
+                CreateBatchError::Aborted(_) => SubmitError::Changed { path: shown },
+                source => SubmitError::Rejected {
+                    path: shown,
+                    source,
+                },
+            });
+        }
         Err(source) => {
             return Err(SubmitError::Rejected {
                 path: shown,
@@ -147,14 +170,20 @@ pub async fn submit_file(
             });
         }
     };
-    if !needs_approval && !opts.no_enqueue {
+    let batch = stored.id;
+    if !stored.awaiting_approval && !opts.no_enqueue {
         let ids = store.batch_workable_items(batch).await?;
         queue.push(&ids, None).await?;
     }
     Ok(Submitted::New {
         batch,
-        summary,
-        awaiting_approval: needs_approval,
+        summary: Summary {
+            rows: stored.items as u64,
+            total_cents: stored.total_cents,
+            content_hash: stored.content_hash,
+            rows_needing_known_payee: stored.needing_known_payee as u64,
+        },
+        awaiting_approval: stored.awaiting_approval,
     })
 }
 
@@ -189,33 +218,54 @@ async fn count_new_payees(store: &Store, path: &Path) -> Result<u64, CountError>
     }
 }
 
-/// Pass two: rows again, then a final check that the bytes hashed the same as in pass one.
-struct PassTwo<R: std::io::Read> {
+/// The rows of an accepted file, checked against the limits as they go; stops at the first
+/// problem (the caller then runs the full validation to name every one).
+struct Accepting<R: std::io::Read> {
     reader: RowReader<R>,
     hasher: Arc<Mutex<Sha256>>,
-    expected: String,
-    done: bool,
+    limits: Limits,
+    total: i64,
+    stopped: bool,
 }
 
-impl<R: std::io::Read> Iterator for PassTwo<R> {
+impl<R: std::io::Read> Iterator for Accepting<R> {
     type Item = Result<Row, String>;
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
+        if self.stopped {
             return None;
         }
-        match self.reader.next_row() {
-            Some(Ok(row)) => Some(Ok(row)),
-            Some(Err(e)) => {
-                self.done = true;
-                Some(Err(format!("row changed: {e:?}")))
+        let res = match self.reader.next_row()? {
+            Ok(row)
+                if self.limits.max_item_cents > 0
+                    && row.amount.get() > self.limits.max_item_cents =>
+            {
+                Err(format!(
+                    "line {}: amount over the per-item maximum",
+                    row.line
+                ))
             }
-            None => {
-                self.done = true;
-                let h = std::mem::take(&mut *self.hasher.lock().expect("hasher lock"));
-                let got = hex::encode(h.finalize());
-                (got != self.expected).then(|| Err("content hash changed".to_string()))
+            Ok(row) => {
+                self.total = self.total.saturating_add(row.amount.get());
+                if self.limits.max_batch_cents > 0 && self.total > self.limits.max_batch_cents {
+                    Err("batch total over the maximum".to_string())
+                } else {
+                    Ok(row)
+                }
             }
-        }
+            Err(errors) => Err(errors
+                .first()
+                .map_or_else(|| "bad row".to_string(), |e| e.to_string())),
+        };
+        self.stopped = res.is_err();
+        Some(res)
+    }
+}
+
+impl<R: std::io::Read + Send> BatchRows for Accepting<R> {
+    fn content_hash(&mut self) -> String {
+        // The CSV reader has read to the end of the file: the hash covers every byte.
+        let h = std::mem::take(&mut *self.hasher.lock().expect("hasher lock"));
+        hex::encode(h.finalize())
     }
 }
 

@@ -1,10 +1,11 @@
-//! Batches: creation (all items in one transaction), duplicate detection by content hash,
+//! Batches: creation (all items in one transaction, streamed in bulk), duplicate detection by content hash,
 //! listing and per-state counts.
 
 use sqlx::Row as _;
 
+use super::bulk::{BulkError, BulkItems};
 use super::{Store, StoreError, now_ms, on_pool};
-use crate::batch::{BatchId, ItemId};
+use crate::batch::BatchId;
 use crate::intake::{Row, RowError};
 use crate::item::ItemState;
 
@@ -12,11 +13,27 @@ use crate::item::ItemState;
 #[derive(Debug, Clone)]
 pub struct NewBatch {
     pub source: String,
-    pub content_hash: String,
-    /// Over the approval threshold: stored, but no item is worked until approved.
-    pub needs_approval: bool,
+    /// Store it even if a batch was already stored from the same bytes.
+    pub allow_duplicate: bool,
+    /// A batch totalling more is stored but not worked until approved (0: no threshold).
+    pub approval_threshold_cents: i64,
     /// The schedule tick that made it: at most one batch per (schedule, tick).
     pub tick: Option<Tick>,
+}
+
+/// A batch's rows as the store reads them: every row, then the content hash of what was read
+/// (which names the file for duplicate detection).
+pub trait BatchRows: Iterator<Item = Result<Row, String>> + Send {
+    /// Called once, after the last row.
+    fn content_hash(&mut self) -> String;
+}
+
+/// What [`Store::create_batch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(StoredBatch),
+    /// The same bytes were stored before as this batch; nothing new was stored.
+    Existing(BatchId),
 }
 
 /// One firing of a schedule.
@@ -35,8 +52,23 @@ pub enum CreateBatchError {
     TickTaken(Tick),
     #[error("intake aborted, nothing was stored: {0}")]
     Aborted(String),
+    /// The database refused a row (a payee twice in one file); nothing was stored.
+    #[error("a row was refused, nothing was stored: {0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A batch just stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub id: BatchId,
+    pub items: i64,
+    pub total_cents: i64,
+    pub awaiting_approval: bool,
+    pub content_hash: String,
+    /// Rows that named a payee by id alone (no Dots user id, no contact details).
+    pub needing_known_payee: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -69,21 +101,19 @@ impl Store {
             .transpose()
     }
 
-    /// Stores a batch and every row as a `pending` item, in one transaction. A row with neither
-    /// a Dots user id nor contact details must name a payee the store already knows; if any
-    /// does not, the transaction is rolled back and every such row is reported.
-    pub async fn create_batch<I>(
+    /// Stores a batch and every row as a `pending` item, in one transaction, streaming the
+    /// rows in bulk (see `store::bulk`). A row with neither a Dots user id nor contact details
+    /// must name a payee the store already knows; if any does not, the transaction is rolled
+    /// back and every such row is reported. The batch awaits approval when its total is over
+    /// `approval_threshold_cents` (0: never).
+    pub async fn create_batch<R: BatchRows>(
         &self,
         new: &NewBatch,
-        rows: I,
-    ) -> Result<BatchId, CreateBatchError>
-    where
-        I: IntoIterator<Item = Result<Row, String>>,
-        I::IntoIter: Send,
-    {
+        mut rows: R,
+    ) -> Result<Created, CreateBatchError> {
         let id = BatchId::new_random();
         let now = now_ms();
-        let res: Result<Result<BatchId, CreateBatchError>, StoreError> = on_pool!(&self.pool, p => async {
+        let res: Result<Result<Created, CreateBatchError>, StoreError> = on_pool!(&self.pool, p => async {
             let mut tx = p.begin().await?;
             if let Some(t) = &new.tick {
                 // First, so a second worker on the same tick stops here (unique key).
@@ -96,64 +126,67 @@ impl Store {
                     return Ok(Err(CreateBatchError::TickTaken(t.clone())));
                 }
             }
-            let status = if new.needs_approval { "awaiting_approval" } else { "approved" };
+            // Inserted as awaiting approval and approved at the end if under the threshold:
+            // the total is only known once every row is in.
             sqlx::query("INSERT INTO batches (id, source, content_hash, item_count, total_cents, created_at, status, schedule)
-                         VALUES ($1, $2, $3, 0, 1, $4, $5, $6)")
-                .bind(id.to_string()).bind(&new.source).bind(&new.content_hash).bind(now)
-                .bind(status).bind(new.tick.as_ref().map(|t| t.schedule.clone()))
+                         VALUES ($1, $2, '', 0, 1, $3, 'awaiting_approval', $4)")
+                .bind(id.to_string()).bind(&new.source).bind(now)
+                .bind(new.tick.as_ref().map(|t| t.schedule.clone()))
                 .execute(&mut *tx).await?;
-            let (mut count, mut total) = (0i64, 0i64);
-            for row in rows {
-                let row = match row {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tx.rollback().await?;
-                        return Ok(Err(CreateBatchError::Aborted(e)));
-                    }
-                };
-                let item = ItemId::derive(id, &row.payee_id);
-                let c = row.contact.as_ref();
-                sqlx::query("INSERT INTO items (id, batch_id, line, payee_id, amount_cents, memo,
-                        first_name, last_name, email, country_code, phone_number, dots_user_id,
-                        state, updated_at)
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,'pending',$13)")
-                    .bind(item.to_string()).bind(id.to_string()).bind(row.line as i64)
-                    .bind(&row.payee_id).bind(row.amount.get()).bind(&row.memo)
-                    .bind(c.map(|c| c.first_name.clone())).bind(c.map(|c| c.last_name.clone()))
-                    .bind(c.map(|c| c.email.clone())).bind(c.map(|c| c.country_code.clone()))
-                    .bind(c.map(|c| c.phone_number.clone()))
-                    .bind(row.dots_user_id.map(|u| u.to_string()))
-                    .bind(now)
-                    .execute(&mut *tx).await?;
-                count += 1;
-                total += row.amount.get();
-            }
-            // Fill in Dots users already known from earlier batches.
-            sqlx::query("UPDATE items SET dots_user_id =
-                    (SELECT dots_user_id FROM payees WHERE payees.payee_id = items.payee_id)
-                 WHERE batch_id = $1 AND dots_user_id IS NULL
-                   AND EXISTS (SELECT 1 FROM payees WHERE payees.payee_id = items.payee_id)")
-                .bind(id.to_string()).execute(&mut *tx).await?;
-            let unknown = sqlx::query("SELECT line, payee_id FROM items
-                 WHERE batch_id = $1 AND dots_user_id IS NULL AND first_name IS NULL
-                 ORDER BY line LIMIT 1000")
-                .bind(id.to_string()).fetch_all(&mut *tx).await?;
-            if !unknown.is_empty() {
+            let written = match (*tx).insert_items(id, now, &mut rows).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tx.rollback().await?;
+                    return match e {
+                        BulkError::Source(e) => Ok(Err(CreateBatchError::Aborted(e))),
+                        BulkError::Duplicate(e) => Ok(Err(CreateBatchError::Refused(e))),
+                        BulkError::Store(e) => Err(e),
+                    };
+                }
+            };
+            if written.rows == 0 {
                 tx.rollback().await?;
-                let errs = unknown.iter().map(|r| RowError {
-                    line: r.get::<i64, _>(0) as u64,
-                    column: "dots_user_id".into(),
-                    reason: format!("payee {:?} has no known Dots user: give dots_user_id or first_name, last_name, email, country_code and phone_number", r.get::<String, _>(1)),
-                }).collect();
-                return Ok(Err(CreateBatchError::UnknownPayees(errs)));
+                return Ok(Err(CreateBatchError::Aborted("the file has no rows".into())));
             }
-            sqlx::query("UPDATE batches SET item_count = $1, total_cents = $2 WHERE id = $3")
-                .bind(count).bind(total).bind(id.to_string()).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
-                 SELECT id, $1, 'state', NULL, 'pending', 'stored from ' || $2 FROM items WHERE batch_id = $3")
-                .bind(now).bind(&new.source).bind(id.to_string()).execute(&mut *tx).await?;
+            let hash = rows.content_hash();
+            if !new.allow_duplicate {
+                let before: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM batches WHERE content_hash = $1 ORDER BY created_at DESC LIMIT 1")
+                    .bind(&hash).fetch_optional(&mut *tx).await?;
+                if let Some(b) = before {
+                    tx.rollback().await?;
+                    let b = b.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+                    return Ok(Ok(Created::Existing(b)));
+                }
+            }
+            if written.needing_known_payee > 0 {
+                // Fill in Dots users already known from earlier batches.
+                sqlx::query("UPDATE items SET dots_user_id =
+                        (SELECT dots_user_id FROM payees WHERE payees.payee_id = items.payee_id)
+                     WHERE batch_id = $1 AND dots_user_id IS NULL
+                       AND EXISTS (SELECT 1 FROM payees WHERE payees.payee_id = items.payee_id)")
+                    .bind(id.to_string()).execute(&mut *tx).await?;
+                let unknown = sqlx::query("SELECT line, payee_id FROM items
+                     WHERE batch_id = $1 AND dots_user_id IS NULL AND first_name IS NULL
+                     ORDER BY line LIMIT 1000")
+                    .bind(id.to_string()).fetch_all(&mut *tx).await?;
+                if !unknown.is_empty() {
+                    tx.rollback().await?;
+                    let errs = unknown.iter().map(|r| RowError {
+                        line: r.get::<i64, _>(0) as u64,
+                        column: "dots_user_id".into(),
+                        reason: format!("payee {:?} has no known Dots user: give dots_user_id or first_name, last_name, email, country_code and phone_number", r.get::<String, _>(1)),
+                    }).collect();
+                    return Ok(Err(CreateBatchError::UnknownPayees(errs)));
+                }
+            }
+            let awaiting = new.approval_threshold_cents > 0 && written.total_cents > new.approval_threshold_cents;
+            let status = if awaiting { "awaiting_approval" } else { "approved" };
+            sqlx::query("UPDATE batches SET item_count = $1, total_cents = $2, status = $3, content_hash = $4 WHERE id = $5")
+                .bind(written.rows).bind(written.total_cents).bind(status).bind(&hash).bind(id.to_string())
+                .execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(Ok(id))
+            Ok(Ok(Created::New(StoredBatch { id, items: written.rows, total_cents: written.total_cents, awaiting_approval: awaiting, content_hash: hash, needing_known_payee: written.needing_known_payee })))
         }.await);
         res?
     }

@@ -163,9 +163,20 @@ impl Store {
         )
     }
 
+    /// The item's history, oldest first. It opens with the item's creation, which is not a row
+    /// of `item_events`: bulk intake stores a batch's items without an event each (it would
+    /// double the rows written), so that first entry (id 0) is read from the batch.
     pub async fn item_events(&self, id: ItemId) -> Result<Vec<ItemEvent>, StoreError> {
         Ok(on_pool!(&self.pool, p => sqlx::query_as::<_, ItemEvent>(
-            "SELECT id, at, kind, from_state, to_state, detail FROM item_events WHERE item_id = $1 ORDER BY id")
+            "SELECT CAST(0 AS BIGINT) AS id, b.created_at AS at, 'state' AS kind,
+                    CAST(NULL AS TEXT) AS from_state, 'pending' AS to_state,
+                    'stored from ' || b.source AS detail
+               FROM items i JOIN batches b ON b.id = i.batch_id
+              WHERE i.id = $1 AND NOT EXISTS
+                    (SELECT 1 FROM item_events e WHERE e.item_id = $1 AND e.from_state IS NULL AND e.kind = 'state')
+             UNION ALL
+             SELECT id, at, kind, from_state, to_state, detail FROM item_events WHERE item_id = $1
+             ORDER BY id")
             .bind(id.to_string()).fetch_all(p).await?))
     }
 

@@ -15,6 +15,7 @@
 
 pub mod admin;
 mod batches;
+mod bulk;
 mod items;
 pub mod source;
 
@@ -101,6 +102,10 @@ impl Store {
                 // apalis' setup turns synchronous OFF; money needs NORMAL (with WAL) at least.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
+                // SQLite's default page cache (2 MB) per connection, made explicit: memory
+                // stays bounded however large a batch is (bulk intake appends to its indexes,
+                // so a bigger cache buys little).
+                .pragma("cache_size", "-2000")
                 .foreign_keys(true);
             if let Some(parent) = std::path::Path::new(opts.get_filename()).parent()
                 && !parent.as_os_str().is_empty()
@@ -109,11 +114,22 @@ impl Store {
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                .connect_with(opts.clone())
+                .await?;
+            let setup = Store {
+                pool: Pool::Sqlite(pool),
+            };
+            setup.migrate().await?;
+            // apalis' setup sets PRAGMAs on whichever connection ran it (synchronous OFF, a
+            // 256 MB page cache, in-memory temp tables): no connection that ran it serves us.
+            setup.close().await;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
                 .connect_with(opts)
                 .await?;
-            Store {
+            return Ok(Store {
                 pool: Pool::Sqlite(pool),
-            }
+            });
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -134,13 +150,10 @@ impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         match &self.pool {
             Pool::Sqlite(p) => {
-                // apalis first: its setup also sets PRAGMAs, one of which we undo below.
+                // apalis first (its tables); its connection PRAGMAs are discarded by `connect`.
                 apalis_sqlite::SqliteStorage::setup(p)
                     .await
                     .map_err(|e| StoreError::Corrupt(format!("apalis setup: {e}")))?;
-                sqlx::query("PRAGMA synchronous = NORMAL")
-                    .execute(p)
-                    .await?;
                 let mut m = sqlx::migrate!("./migrations/sqlite");
                 m.dangerous_set_table_name("_payrun_migrations");
                 m.run(p).await?;

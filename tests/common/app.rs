@@ -288,3 +288,27 @@ pub fn new_payee_row(payee: &str, amount: &str, phone: &str) -> String {
 pub fn known_payee_row(payee: &str, amount: &str) -> String {
     format!("{payee},{amount},,,,,,,\n")
 }
+
+/// A `SELECT COUNT(*) ...` run straight on the test's database (not through the store).
+#[allow(dead_code)]
+pub async fn raw_count(app: &TestApp, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.db_url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.db_url).await.expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    }
+}
