@@ -72,7 +72,9 @@ pub struct WorkerSettings {
     pub lease_secs: u64,
     pub heartbeat_secs: u64,
     pub queue_poll_ms: u64,
-    pub stale_secs: u64,
+    pub queue_window: usize,
+    pub feed_ms: u64,
+    pub claim_secs: u64,
     pub prune_done_ms: u64,
 }
 

@@ -125,7 +125,7 @@ max_attempts = 40
 lease_secs = 15
 heartbeat_secs = 2
 queue_poll_ms = 100
-stale_secs = 30
+claim_secs = 30
 [limits]
 max_item_cents = 0
 max_batch_cents = 0

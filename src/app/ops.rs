@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::batch::{BatchId, ItemId};
 use crate::item::ItemState;
-use crate::jobs::{Queue, QueueError};
+use crate::jobs::Queue;
+use crate::jobs::feed::{FeedError, Window, top_up};
 use crate::store::{ItemEvent, ItemRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +19,7 @@ pub enum OpsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Feed(#[from] FeedError),
 }
 
 impl OpsError {
@@ -65,8 +66,7 @@ pub async fn approve(store: &Store, queue: &mut Queue, batch: BatchId) -> Result
     }
     let approved = store.approve_batch(batch).await?;
     if approved {
-        let ids = store.batch_workable_items(batch).await?;
-        queue.push(&ids, None).await?;
+        top_up(store, queue, Window::default()).await?;
     }
     Ok(approved)
 }
@@ -138,7 +138,6 @@ pub async fn rerun(
 ) -> Result<OpsReport, OpsError> {
     let items = items_of(store, batch, item).await?;
     let mut r = OpsReport::default();
-    let mut enqueue = Vec::new();
     for i in items {
         let id = i.item_id()?;
         if i.item_state()? != ItemState::Failed {
@@ -151,7 +150,6 @@ pub async fn rerun(
         }
         if store.rerun_item(id, i.transfer_id.is_some()).await? {
             r.done.push((i.id.clone(), i.payee_id.clone()));
-            enqueue.push(id);
         } else {
             r.skipped.push((
                 i.id.clone(),
@@ -160,7 +158,7 @@ pub async fn rerun(
             ));
         }
     }
-    queue.push(&enqueue, None).await?;
+    top_up(store, queue, Window::default()).await?;
     Ok(r)
 }
 
@@ -182,7 +180,7 @@ pub async fn retry_flow(
     if !store.renew_flow(item, state).await? {
         return Ok(Err("its state changed meanwhile; look again".into()));
     }
-    queue.push(&[item], None).await?;
+    top_up(store, queue, Window::default()).await?;
     Ok(Ok(state))
 }
 

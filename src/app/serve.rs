@@ -26,6 +26,7 @@ pub fn webhook_handler(
 ) -> impl Fn(WebhookEvent) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static {
     move |event| {
         let (engine, mut queue) = (engine.clone(), queue.clone());
+        let window = crate::jobs::feed::Window::from(&*engine.settings);
         Box::pin(async move {
             let kind = match &event {
                 WebhookEvent::FlowUpdated { .. } => "flow.updated",
@@ -65,10 +66,11 @@ pub fn webhook_handler(
                 }
                 WebhookEvent::Other { .. } => None,
             };
+            // The item is due now: hand it to the queue at once (else the feeder will).
             if let Some(id) = enqueue
-                && let Err(e) = queue.push(&[id], None).await
+                && let Err(e) = crate::jobs::feed::top_up(&engine.store, &mut queue, window).await
             {
-                warn!(item_id = %id, error = %e, "cannot enqueue after webhook; the sweep will");
+                warn!(item_id = %id, error = %e, "cannot feed the queue after a webhook; the feeder will");
             }
         })
     }

@@ -14,6 +14,7 @@ use crate::batch::BatchId;
 use crate::config::Limits;
 use crate::intake::{self, IntakeError, Row, RowReader, Summary};
 use crate::jobs::Queue;
+use crate::jobs::feed::{FeedError, Window};
 use crate::store::{BatchRows, CreateBatchError, Created, NewBatch, Store, StoreError, Tick};
 
 #[derive(Debug, Clone, Default)]
@@ -25,7 +26,7 @@ pub struct SubmitOptions {
     pub tick: Option<Tick>,
     /// What to record as the batch's source instead of the file path.
     pub source: Option<String>,
-    /// Store only; the caller enqueues (benchmarks time the two apart).
+    /// Store only: hand nothing to the queue (the worker's feeder will).
     pub no_enqueue: bool,
 }
 
@@ -68,7 +69,7 @@ pub enum SubmitError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Queue(#[from] crate::jobs::QueueError),
+    Feed(#[from] FeedError),
 }
 
 impl SubmitError {
@@ -172,8 +173,8 @@ pub async fn submit_file(
     };
     let batch = stored.id;
     if !stored.awaiting_approval && !opts.no_enqueue {
-        let ids = store.batch_workable_items(batch).await?;
-        queue.push(&ids, None).await?;
+        // The first window starts at once; the worker's feeder hands over the rest.
+        crate::jobs::feed::top_up(store, queue, Window::default()).await?;
     }
     Ok(Submitted::New {
         batch,

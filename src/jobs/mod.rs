@@ -10,6 +10,7 @@
 //! scheduled by us, not by apalis, so backoff with jitter and `Retry-After` are honoured
 //! (apalis' `RetryAfterError` ignores its delay; see shared/apalis-1.0-notes.md).
 
+pub mod feed;
 mod flows;
 mod queue;
 mod transfer;

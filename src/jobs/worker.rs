@@ -2,9 +2,9 @@
 //! poller, both on the same database as the store, both stopped by one shutdown future.
 //!
 //! Guarantees:
-//! - on start, every item with work due is enqueued again (a job lost between a batch commit
-//!   and its enqueue, or by a crash, is never stranded); the poller repeats this sweep for
-//!   items untouched for `STALE_MS`;
+//! - the feeder (`jobs::feed`) keeps a window of due items in the queue; a job lost between a
+//!   batch's commit and its enqueue, or with a crashed worker, is replaced when its claim
+//!   lapses (at once on start-up when no job is queued anywhere);
 //! - on shutdown, jobs in flight finish (apalis drains them) before `run` returns; a job killed
 //!   mid-flight is retried after its lease and apalis' heartbeat expire, and the item's stored
 //!   state decides what it does (see `jobs::transfer` for why that never pays twice).
@@ -21,7 +21,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
-use super::{Engine, ItemJob, Next, Queue};
+use super::{Engine, ItemJob, Next, Queue, feed};
 use crate::poll;
 use crate::store::now_ms;
 
@@ -47,21 +47,22 @@ async fn handle_cron(tick: Tick<chrono_tz::Tz>, task: Data<CronTask>) -> Result<
 #[derive(Clone)]
 struct Shared {
     engine: Engine,
-    queue: Queue,
     polling: Arc<tokio::sync::Mutex<()>>,
 }
 
 async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynError> {
     let id = job.item_id.parse()?;
-    let mut queue = shared.queue.clone();
     match shared.engine.process_item(id).await {
-        Ok(Next::RetryAt(at) | Next::Busy(at)) => queue.push(&[id], Some(at)).await?,
-        Ok(Next::Idle) => {}
+        // The item is handed back with its next attempt time (or to the worker holding it);
+        // the feeder queues it again when it is due.
+        Ok(Next::RetryAt(_) | Next::Busy(_) | Next::Idle) => {}
         Err(e) => {
-            // Leave the item as stored; the sweep or apalis' own retry brings it back.
             error!(item_id = %id, error = %e, "item job failed");
             let at = now_ms() + shared.engine.backoff(3, None).as_millis() as i64;
-            queue.push(&[id], Some(at)).await?;
+            if let Err(e) = shared.engine.store.defer_item(id, at).await {
+                // Its claim lapses after `worker.claim_secs` and the feeder hands it over again.
+                warn!(item_id = %id, error = %e, "cannot defer the item");
+            }
         }
     }
     Ok(())
@@ -72,52 +73,15 @@ async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynErro
     let Ok(_running) = shared.polling.try_lock() else {
         return Ok(());
     };
-    let mut queue = shared.queue.clone();
-    let report = poll::poll_due(&shared.engine, now_ms(), 1000).await?;
-    if !report.onboarded.is_empty() {
-        queue.push(&report.onboarded, None).await?;
-    }
-    sweep_stranded(&shared.engine, &mut queue).await?;
+    // Items it moves back to work (onboarded payees) are fed by the feeder.
+    poll::poll_due(&shared.engine, now_ms(), 1000).await?;
     Ok(())
 }
 
-/// Re-enqueues items that have work due but no job: a job lost between a batch's commit and
-/// its enqueue, or a retry whose push died with its process. Only when the item queue is empty
-/// — while jobs wait, a workable item is most likely one of them, and re-enqueueing it would
-/// only grow the queue (each tick, on every worker). Items touched in the last
-/// `worker.stale_secs` are left alone (their worker may be pushing their next job).
-pub async fn sweep_stranded(engine: &Engine, queue: &mut Queue) -> anyhow::Result<usize> {
-    if engine.store.queued_jobs().await? > 0 {
-        return Ok(0);
-    }
-    let now = now_ms();
-    let stale_before = now - engine.settings.stale_secs as i64 * 1000;
-    let ids = engine
-        .store
-        .workable_items(now, stale_before, 10_000)
-        .await?;
-    if !ids.is_empty() {
-        warn!(
-            count = ids.len(),
-            "re-enqueueing items that had work due but no job"
-        );
-        queue.push(&ids, None).await?;
-    }
-    Ok(ids.len())
-}
-
-/// At start-up: everything with work due and no job (see [`sweep_stranded`]), without the
-/// "untouched lately" grace — nothing in this process is working them yet.
-pub async fn resume(engine: &Engine, queue: &mut Queue) -> anyhow::Result<usize> {
-    if engine.store.queued_jobs().await? > 0 {
-        return Ok(0);
-    }
-    let ids = engine
-        .store
-        .workable_items(now_ms(), now_ms(), i64::MAX)
-        .await?;
-    queue.push(&ids, None).await?;
-    Ok(ids.len())
+/// At start-up: if no job is queued or running anywhere, claims left by a crashed worker are
+/// dropped so their items are fed at once (see `Store::drop_claims_if_queue_empty`).
+pub async fn resume(engine: &Engine) -> anyhow::Result<u64> {
+    Ok(engine.store.drop_claims_if_queue_empty(now_ms()).await?)
 }
 
 /// Runs the item worker and the poller until `shutdown` resolves, then lets jobs in flight
@@ -129,14 +93,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = engine.settings.clone();
     let heartbeat = Duration::from_secs(settings.heartbeat_secs.max(1));
-    let mut queue = Queue::new(&engine.store, heartbeat);
-    let resumed = resume(&engine, &mut queue).await?;
+    let queue = Queue::new(&engine.store, heartbeat);
+    let resumed = resume(&engine).await?;
     info!(resumed, worker = %engine.owner, "worker starting");
     let schedule = cron::Schedule::from_str(&settings.poll_cron)
         .map_err(|e| anyhow::anyhow!("bad poll_cron {:?}: {e}", settings.poll_cron))?;
     let shared = Shared {
         engine: engine.clone(),
-        queue: queue.clone(),
         polling: Arc::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -152,6 +115,22 @@ pub async fn run(
                 }
                 if let Err(e) = store.prune_done_jobs().await {
                     warn!(error = %e, "pruning finished jobs failed");
+                }
+            }
+        });
+    }
+    // The feeder: keeps a window of due items in the queue (see `jobs::feed`).
+    {
+        let (engine, mut queue, mut stop) = (engine.clone(), queue.clone(), rx.clone());
+        let every = Duration::from_millis(settings.feed_ms.max(10));
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = feed::feed_once(&engine, &mut queue).await {
+                    warn!(error = %e, "feeding the queue failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|v| *v) => return,
                 }
             }
         });

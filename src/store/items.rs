@@ -203,7 +203,7 @@ impl Store {
 
     pub async fn release_lease(&self, id: ItemId, owner: &str) -> Result<(), StoreError> {
         on_pool!(&self.pool, p => { sqlx::query(
-            "UPDATE items SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
+            "UPDATE items SET lease_owner = NULL, lease_until = 0, queued_until = 0 WHERE id = $1 AND lease_owner = $2")
             .bind(id.to_string()).bind(owner).execute(p).await?; });
         Ok(())
     }
@@ -328,7 +328,7 @@ impl Store {
             id,
             from,
             ItemState::Transferring,
-            "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 0",
+            "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 1",
             vec![Bind::S(user_id.to_string())],
             &format!("payee is Dots user {user_id}"),
         )
@@ -381,7 +381,7 @@ impl Store {
             id,
             ItemState::Transferring,
             ItemState::Transferred,
-            "transfer_id = $5, transfer_call_open = 0, transfer_outcome = 'ok', attempts = 0, next_attempt_at = 0, last_error = NULL",
+            "transfer_id = $5, transfer_call_open = 0, transfer_outcome = 'ok', attempts = 0, next_attempt_at = 1, last_error = NULL",
             vec![Bind::S(transfer_id.to_string())],
             &format!("transfer {transfer_id} {how}"),
         )
@@ -477,7 +477,7 @@ impl Store {
             ItemState::Transferred,
             ItemState::AwaitingPayout,
             "payout_flow_id = $5, payout_link = $6, payout_call_open = 0, next_poll_at = $7, polls = 0,
-             attempts = 0, next_attempt_at = 0, last_error = NULL",
+             attempts = 0, next_attempt_at = 1, last_error = NULL",
             vec![Bind::S(flow_id.to_string()), Bind::S(link.into()), Bind::I(next_poll_at)],
             &format!("payout flow {flow_id} created: {link}"),
         )
@@ -553,26 +553,6 @@ impl Store {
         )
     }
 
-    /// Items payrun has work for whose retry time has come, whose lease is free and which were
-    /// last touched before `stale_before`: the ids a worker (re)enqueues at start-up and the
-    /// poller sweeps for, so no item is ever stranded by a lost queue job.
-    pub async fn workable_items(
-        &self,
-        now: i64,
-        stale_before: i64,
-        limit: i64,
-    ) -> Result<Vec<ItemId>, StoreError> {
-        let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
-            "SELECT id FROM items WHERE state IN ('pending', 'transferring', 'transferred')
-             AND next_attempt_at <= $1 AND lease_until < $1 AND updated_at <= $2
-             AND batch_id IN (SELECT id FROM batches WHERE status = 'approved')
-             ORDER BY next_attempt_at LIMIT $3")
-            .bind(now).bind(stale_before).bind(limit).fetch_all(p).await?);
-        ids.iter()
-            .map(|s| s.parse().map_err(|e| corrupt("item id", e)))
-            .collect()
-    }
-
     /// Workable items of one batch whatever their retry time (for stepping a batch by hand).
     pub async fn batch_workable_items(&self, batch: BatchId) -> Result<Vec<ItemId>, StoreError> {
         let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
@@ -601,7 +581,7 @@ impl Store {
                 id,
                 ItemState::Failed,
                 ItemState::Transferred,
-                "attempts = 0, next_attempt_at = 0, last_error = NULL",
+                "attempts = 0, next_attempt_at = 1, last_error = NULL",
                 vec![],
                 "rerun by operator: transfer already made, redoing the payout flow",
             )
@@ -611,7 +591,7 @@ impl Store {
                 id,
                 ItemState::Failed,
                 ItemState::Pending,
-                "attempts = 0, next_attempt_at = 0, last_error = NULL,
+                "attempts = 0, next_attempt_at = 1, last_error = NULL,
                  transfer_outcome = CASE WHEN transfer_key IS NULL THEN NULL ELSE 'rerun' END",
                 vec![],
                 "rerun by operator: any earlier transfer attempt is reconciled before a new one",
@@ -644,7 +624,7 @@ impl Store {
             id,
             from,
             to,
-            "next_poll_at = NULL, attempts = 0, next_attempt_at = 0, payout_call_open = 0",
+            "next_poll_at = NULL, attempts = 0, next_attempt_at = 1, payout_call_open = 0",
             vec![],
             "new flow link requested by operator",
         )
@@ -653,7 +633,7 @@ impl Store {
 
     /// Makes a waiting retry due now (an operator's "retry now"; tests use it to skip backoff).
     pub async fn retry_now(&self, id: ItemId) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET next_attempt_at = 0 WHERE id = $1")
+        on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET next_attempt_at = 1 WHERE id = $1")
             .bind(id.to_string()).execute(p).await?; });
         Ok(())
     }

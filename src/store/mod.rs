@@ -16,6 +16,7 @@
 pub mod admin;
 mod batches;
 mod bulk;
+mod feed;
 mod items;
 pub mod source;
 

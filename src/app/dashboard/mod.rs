@@ -232,9 +232,9 @@ impl From<OpsError> for DashError {
         match e {
             OpsError::NoBatch(_) | OpsError::NoItem(_) => DashError::NotFound(e.to_string()),
             OpsError::Store(e) => e.into(),
-            OpsError::Queue(e) => {
+            OpsError::Feed(e) => {
                 tracing::error!(error = %e, "dashboard: queue error");
-                DashError::Internal(format!("{e}; the worker's sweep will pick the items up"))
+                DashError::Internal(format!("{e}; the worker's feeder will pick the items up"))
             }
         }
     }

@@ -1,0 +1,179 @@
+//! The feed: which items to hand to the job queue now. The items table is the backlog; the
+//! queue only ever holds a small window of it (see `jobs::feed`).
+//!
+//! Guarantees:
+//! - an item is claimed for the queue by one feeder at a time: claiming sets `queued_until`,
+//!   and a claim is only taken where `queued_until` has passed (PostgreSQL skips rows another
+//!   feeder has locked);
+//! - every workable item of an approved batch is eventually claimed: either it has
+//!   `next_attempt_at > 0` and `items_due` finds it once that time comes, its lease is free and
+//!   its claim has lapsed (a job lost with its worker is thus replaced after `ttl_ms`), or it
+//!   was never claimed (`next_attempt_at = 0`, only ever `pending`) and lies past its batch's
+//!   cursor `fed_line`, which the feed walks along the primary key (ids sort by line).
+
+use super::{Pool, Store, StoreError, on_pool};
+use crate::batch::{BatchId, ItemId};
+
+/// `batches.fed_line` of a batch whose every line has been claimed once.
+const FED_ALL: i64 = i64::MAX;
+
+impl Store {
+    /// Claims up to `limit` items for the queue until `now + ttl_ms`: items due again first
+    /// (retries, items moved back to work), then never-claimed items of approved batches in
+    /// file order.
+    pub async fn claim_for_queue(
+        &self,
+        now: i64,
+        ttl_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let mut ids = self.claim_due(now, ttl_ms, limit).await?;
+        let mut left = limit - ids.len() as i64;
+        if left > 0 {
+            let batches: Vec<(String, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
+                "SELECT id, fed_line FROM batches WHERE status = 'approved' AND fed_line < $1
+                 ORDER BY created_at LIMIT 20")
+                .bind(FED_ALL).fetch_all(p).await?);
+            for (batch, fed_line) in batches {
+                if left <= 0 {
+                    break;
+                }
+                let batch: BatchId = batch
+                    .parse()
+                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+                let got = self.claim_fresh(batch, fed_line, now, ttl_ms, left).await?;
+                left -= got.len() as i64;
+                ids.extend(got);
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn claim_due(
+        &self,
+        now: i64,
+        ttl_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        const DUE: &str = "SELECT id FROM items
+             WHERE state IN ('pending', 'transferring', 'transferred')
+               AND next_attempt_at > 0 AND next_attempt_at <= $1
+               AND queued_until < $1 AND lease_until < $1
+               AND batch_id IN (SELECT id FROM batches WHERE status = 'approved')
+             ORDER BY next_attempt_at LIMIT $3";
+        let ids: Vec<String> = match &self.pool {
+            Pool::Postgres(p) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "UPDATE items SET queued_until = $2 WHERE id IN ({DUE} FOR UPDATE SKIP LOCKED)
+                 RETURNING id"
+                )))
+                .bind(now)
+                .bind(now + ttl_ms)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+            // One writer at a time: the select and the update cannot interleave with another.
+            Pool::Sqlite(p) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "UPDATE items SET queued_until = $2 WHERE id IN ({DUE}) RETURNING id"
+                )))
+                .bind(now)
+                .bind(now + ttl_ms)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+        };
+        parse_ids(ids)
+    }
+
+    /// The next never-claimed items of `batch` after line `fed_line`, claimed, with the
+    /// cursor moved past them in the same transaction.
+    async fn claim_fresh(
+        &self,
+        batch: BatchId,
+        fed_line: i64,
+        now: i64,
+        ttl_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let lo = ItemId::for_line(batch, fed_line.max(0) as u64).to_string();
+        let hi = ItemId::for_line(batch, u64::MAX).to_string();
+        let claimed: Option<Vec<String>> = on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            // The primary key walks the batch in line order.
+            let range: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM items WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3")
+                .bind(&lo).bind(&hi).bind(limit).fetch_all(&mut *tx).await?;
+            let next_line = match range.last() {
+                _ if (range.len() as i64) < limit => FED_ALL,
+                Some(last) => last_line(last, batch)?,
+                None => FED_ALL,
+            };
+            let moved = sqlx::query("UPDATE batches SET fed_line = $1 WHERE id = $2 AND fed_line = $3")
+                .bind(next_line).bind(batch.to_string()).bind(fed_line)
+                .execute(&mut *tx).await?.rows_affected();
+            if moved == 0 {
+                // Another feeder moved the cursor first: it claims these.
+                tx.rollback().await?;
+                None
+            } else if let Some(last) = range.last() {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE items SET next_attempt_at = $1, queued_until = $2
+                     WHERE id > $3 AND id <= $4 AND state = 'pending' AND next_attempt_at = 0
+                     RETURNING id")
+                    .bind(now).bind(now + ttl_ms).bind(&lo).bind(last)
+                    .fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                Some(ids)
+            } else {
+                tx.commit().await?;
+                Some(Vec::new())
+            }
+        });
+        parse_ids(claimed.unwrap_or_default())
+    }
+}
+
+fn last_line(id: &str, batch: BatchId) -> Result<i64, StoreError> {
+    let id: ItemId = id
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+    id.line_in(batch)
+        .map(|l| l as i64)
+        .ok_or_else(|| StoreError::Corrupt(format!("item {id} is not of batch {batch}")))
+}
+
+fn parse_ids(ids: Vec<String>) -> Result<Vec<ItemId>, StoreError> {
+    ids.iter()
+        .map(|s| {
+            s.parse()
+                .map_err(|e| StoreError::Corrupt(format!("item id: {e}")))
+        })
+        .collect()
+}
+
+impl Store {
+    /// Puts a workable item off until `at` (a job failed on something other than Dots, e.g.
+    /// the database): the feed hands it over again then, not at once.
+    pub async fn defer_item(&self, id: ItemId, at: i64) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query(
+            "UPDATE items SET next_attempt_at = $1, queued_until = 0
+             WHERE id = $2 AND state IN ('pending', 'transferring', 'transferred')")
+            .bind(at.max(1)).bind(id.to_string()).execute(p).await?; });
+        Ok(())
+    }
+
+    /// With no job queued or running anywhere, no claim can be live: lets every claim lapse
+    /// now, so a worker restarting after a crash hands those items over at once instead of
+    /// after `claim_secs`. Returns how many claims it dropped.
+    pub async fn drop_claims_if_queue_empty(&self, now: i64) -> Result<u64, StoreError> {
+        if self.queued_jobs().await? > 0 {
+            return Ok(0);
+        }
+        Ok(on_pool!(&self.pool, p => sqlx::query(
+            "UPDATE items SET queued_until = 0 WHERE queued_until >= $1 AND lease_until < $1")
+            .bind(now).execute(p).await?.rows_affected()))
+    }
+}
