@@ -17,9 +17,11 @@ pub mod admin;
 mod batches;
 mod items;
 pub mod source;
+mod transitions;
 
 pub use batches::*;
 pub use items::*;
+pub use transitions::*;
 
 use std::str::FromStr;
 use std::time::Duration;
