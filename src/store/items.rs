@@ -146,8 +146,9 @@ impl Store {
     }
 
     /// Takes the item's lease for `owner` until `now + lease_ms` if nobody else holds a live
-    /// one. Returns the item as it is under the lease. This is what stops two workers (or two
-    /// deliveries of one job) from working one item at the same time.
+    /// one. Returns the item as it is under the lease (one statement: the row comes back from
+    /// the `UPDATE` itself). This is what stops two workers (or two deliveries of one job) from
+    /// working one item at the same time.
     pub async fn try_lease(
         &self,
         id: ItemId,
@@ -155,15 +156,16 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<ItemRecord>, StoreError> {
         let now = now_ms();
-        let n = on_pool!(&self.pool, p => sqlx::query(
+        let sql = format!(
             "UPDATE items SET lease_owner = $1, lease_until = $2
-             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)")
+             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)
+             RETURNING {ITEM_COLUMNS}"
+        );
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
             .bind(owner).bind(now + lease_ms).bind(id.to_string()).bind(now)
-            .execute(p).await?.rows_affected());
-        if n == 0 {
-            return Ok(None);
-        }
-        self.item(id).await
+            .fetch_optional(p).await?),
+        )
     }
 
     pub async fn release_lease(&self, id: ItemId, owner: &str) -> Result<(), StoreError> {
