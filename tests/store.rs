@@ -49,19 +49,21 @@ async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
     );
     // Steps that need another state leave a pending item alone.
     assert!(
-        !app.store
+        app.store
             .record_payout_flow(id, Uuid::new_v4(), "http://x", 0)
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !app.store
+        app.store
             .record_transfer_done(id, Uuid::new_v4(), "x")
             .await
-            .unwrap(),
+            .unwrap()
+            .is_none(),
         "not transferring"
     );
-    assert!(!app.store.complete_item(id, 0).await.unwrap());
+    assert!(app.store.complete_item(id, 0).await.unwrap().is_none());
     let after = app.store.item(id).await.unwrap().unwrap();
     assert_eq!(after.state, "pending");
     assert!(after.transfer_id.is_none());
@@ -72,24 +74,29 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     let item = stored_item(&app).await;
     let id = item.item_id().unwrap();
     let user = Uuid::new_v4();
-    assert!(
-        app.store
-            .begin_transfer(id, ItemState::Pending, "a", user)
-            .await
-            .unwrap()
-    );
+    let moved = app
+        .store
+        .begin_transfer(id, ItemState::Pending, "a", user)
+        .await
+        .unwrap()
+        .expect("pending -> transferring");
+    // The row comes back as written.
+    assert_eq!(moved.state, "transferring");
+    assert_eq!(moved.dots_user_id, Some(user.to_string()));
     // A second worker acting on a stale read of `pending` is a no-op.
     assert!(
-        !app.store
+        app.store
             .begin_onboarding(id, Uuid::new_v4(), "http://x", 0)
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !app.store
+        app.store
             .begin_transfer(id, ItemState::Pending, "a", Uuid::new_v4())
             .await
             .unwrap()
+            .is_none()
     );
     let after = app.store.item(id).await.unwrap().unwrap();
     assert_eq!(after.state, "transferring");

@@ -10,7 +10,7 @@
 use serde_json::json;
 use tracing::instrument;
 
-use super::{Engine, JobError, Next, item_metadata};
+use super::{Engine, JobError, Next, Step, item_metadata};
 use crate::dots::client::ErrorClass;
 use crate::dots::types::CreateFlow;
 use crate::item::ItemState;
@@ -18,7 +18,7 @@ use crate::store::ItemRecord;
 
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
-    pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let req = CreateFlow {
             steps: self
@@ -37,7 +37,7 @@ impl Engine {
                 self.store
                     .begin_onboarding(id, flow.id, &flow.link, next_poll)
                     .await?;
-                Ok(Some(Next::Idle))
+                Ok(Step::Done(Next::Idle))
             }
             Err(e) => {
                 self.step_failed(item, ItemState::Pending, "creating onboarding flow", &e)
@@ -47,14 +47,14 @@ impl Engine {
     }
 
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
-    pub(super) async fn payout_flow(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    pub(super) async fn payout_flow(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let Some(user) = item.user_id()? else {
             let reason = "transferred item has no Dots user id";
             self.store
                 .fail_item(id, ItemState::Transferred, reason)
                 .await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         };
         if item.payout_call_open == 1 {
             // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
@@ -74,7 +74,7 @@ impl Engine {
                             &format!("reused payout flow {} made before a crash", flow.id),
                         )
                         .await?;
-                    return Ok(Some(Next::Idle));
+                    return Ok(Step::Done(Next::Idle));
                 }
                 Ok(None) => {
                     self.store
@@ -97,7 +97,9 @@ impl Engine {
                 }
             }
         }
-        self.store.record_payout_intent(id).await?;
+        if self.store.record_payout_intent(id).await?.is_none() {
+            return Ok(Step::Changed); // not transferred any more: no flow to make
+        }
         let req = CreateFlow {
             steps: vec![json!("payout")],
             user_id: Some(user),
@@ -110,7 +112,7 @@ impl Engine {
                 self.store
                     .record_payout_flow(id, flow.id, &flow.link, next_poll)
                     .await?;
-                Ok(Some(Next::Idle))
+                Ok(Step::Done(Next::Idle))
             }
             Err(e) => {
                 if e.class() != ErrorClass::Ambiguous {

@@ -47,6 +47,27 @@ pub enum Next {
     Busy(i64),
 }
 
+/// Where a step left the item.
+enum Step {
+    /// Nothing more to do now: the job answers this.
+    Done(Next),
+    /// The step moved the item on: go on with the row its last write returned (`RETURNING`),
+    /// which is the item as that write committed it — no need to read it again.
+    Moved(Box<ItemRecord>),
+    /// A guarded write found the item changed under us: read it again.
+    Changed,
+}
+
+impl From<Option<ItemRecord>> for Step {
+    /// The answer of a guarded store write: the row it wrote, or `None` when the guard missed.
+    fn from(row: Option<ItemRecord>) -> Step {
+        match row {
+            Some(row) => Step::Moved(Box::new(row)),
+            None => Step::Changed,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error(transparent)]
@@ -159,44 +180,46 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(early_by as u64)).await;
             }
             // Renew the lease before each step: a step is at most a few Dots calls.
-            if self
+            let Some(leased) = self
                 .store
                 .try_lease(id, &self.owner, self.lease_ms())
                 .await?
-                .is_none()
-            {
+            else {
                 return Ok(Next::Busy(now_ms() + self.lease_ms()));
-            }
-            let step = match state {
+            };
+            item = leased;
+            let step = match item.item_state()? {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
                 ItemState::Transferred => self.payout_flow(&item).await?,
                 _ => return Ok(Next::Idle),
             };
-            if let Some(next) = step {
-                return Ok(next);
-            }
-            item = self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?;
+            item = match step {
+                Step::Done(next) => return Ok(next),
+                Step::Moved(row) => *row,
+                Step::Changed => self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?,
+            };
         }
         Ok(Next::RetryAt(now_ms()))
     }
 
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
-    async fn start(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    async fn start(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
         if !self.store.batch_approved(&item.batch_id).await? {
             // Awaiting approval (approve enqueues it again) or canceled.
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         }
         let known = match item.user_id()? {
             Some(u) => Some(u),
             None => self.store.payee_user(&item.payee_id).await?,
         };
         if let Some(user) = known {
-            self.store
+            return Ok(self
+                .store
                 .begin_transfer(id, ItemState::Pending, &item.payee_id, user)
-                .await?;
-            return Ok(None);
+                .await?
+                .into());
         }
         self.onboard(item).await
     }
@@ -209,7 +232,7 @@ impl Engine {
         state: ItemState,
         what: &str,
         err: &DotsError,
-    ) -> Result<Option<Next>, JobError> {
+    ) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let msg = format!("{what}: {err}");
         let out_of_attempts = item.attempts + 1 >= self.settings.max_attempts as i64;
@@ -220,11 +243,11 @@ impl Engine {
                 msg
             };
             self.store.fail_item(id, state, &reason).await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         }
         let at = self.next_attempt_at(item.attempts, Some(err));
         self.store.record_retry(id, state, &msg, at).await?;
-        Ok(Some(Next::RetryAt(at)))
+        Ok(Step::Done(Next::RetryAt(at)))
     }
 }
 

@@ -17,7 +17,7 @@
 use tracing::{instrument, warn};
 use uuid::Uuid;
 
-use super::{Engine, JobError, Next};
+use super::{Engine, JobError, Next, Step};
 use crate::dots::client::{DotsError, ErrorClass};
 use crate::dots::types::{CreateTransfer, Transfer};
 use crate::item::{IdempotencyKey, ItemState};
@@ -34,23 +34,24 @@ enum Reconciled {
 
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id, attempt = item.transfer_attempts))]
-    pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let Some(user) = item.user_id()? else {
             self.store
                 .fail_item(id, ItemState::Transferring, "no Dots user id to pay")
                 .await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         };
         if let Some(done) = item.transfer_id.as_deref() {
             // Defence in depth: an item that has a transfer is never paid again.
             let t: Uuid = done
                 .parse()
                 .map_err(|e| crate::store::StoreError::Corrupt(format!("transfer_id: {e}")))?;
-            self.store
+            return Ok(self
+                .store
                 .record_transfer_done(id, t, "already recorded")
-                .await?;
-            return Ok(None);
+                .await?
+                .into());
         }
         let amount = Cents::from_stored(item.amount_cents)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
@@ -72,13 +73,16 @@ impl Engine {
             match self.reconcile(item, user).await {
                 Err(e) => return self.transfer_retry(item, CallOutcome::Retryable, &e).await,
                 Ok(Reconciled::Found(t)) => {
-                    self.store
+                    return Ok(self
+                        .store
                         .record_transfer_done(id, t.id, "found at Dots by reconciliation")
-                        .await?;
-                    return Ok(None);
+                        .await?
+                        .into());
                 }
                 Ok(Reconciled::None) => {
-                    self.store.record_reconciled_none(id, 1).await?;
+                    if self.store.record_reconciled_none(id, 1).await?.is_none() {
+                        return Ok(Step::Changed);
+                    }
                     if aged_out {
                         // Proven absent and the key is forgotten by Dots: a new key, recorded below before the call.
                         generation += 1;
@@ -95,7 +99,7 @@ impl Engine {
                                 at,
                             )
                             .await?;
-                        return Ok(Some(Next::RetryAt(at)));
+                        return Ok(Step::Done(Next::RetryAt(at)));
                     }
                 }
             }
@@ -108,12 +112,13 @@ impl Engine {
             }
         };
         // Phase 1: intent and key are durable before the request leaves.
-        if !self
+        if self
             .store
             .record_transfer_intent(id, key, generation, key_at)
             .await?
+            .is_none()
         {
-            return Ok(None); // state moved under us; look again
+            return Ok(Step::Changed); // state moved under us; look again
         }
         // Phase 2: the call, with no transaction open.
         let req = CreateTransfer {
@@ -128,8 +133,11 @@ impl Engine {
                 if t.amount != req.amount || t.user_id != user {
                     warn!(transfer_id = %t.id, amount = t.amount, "Dots echoed a different amount or user");
                 }
-                self.store.record_transfer_done(id, t.id, "made").await?;
-                Ok(None)
+                Ok(self
+                    .store
+                    .record_transfer_done(id, t.id, "made")
+                    .await?
+                    .into())
             }
             Err(e) => {
                 let outcome = match e.class() {
@@ -150,17 +158,18 @@ impl Engine {
         item: &ItemRecord,
         outcome: CallOutcome,
         err: &DotsError,
-    ) -> Result<Option<Next>, JobError> {
+    ) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let msg = err.to_string();
         let give_up = outcome == CallOutcome::Permanent
             || item.attempts + 1 >= self.settings.max_attempts as i64;
         if outcome == CallOutcome::DuplicateKey {
             // Reconcile on the next turn, straight away.
-            self.store
+            return Ok(self
+                .store
                 .record_transfer_failure(id, outcome, &msg, now_ms())
-                .await?;
-            return Ok(None);
+                .await?
+                .into());
         }
         if give_up {
             // Earlier attempts (or this one) may have moved money: look before failing.
@@ -171,10 +180,11 @@ impl Engine {
                         self.store
                             .record_transfer_failure(id, outcome, &msg, 0)
                             .await?;
-                        self.store
+                        return Ok(self
+                            .store
                             .record_transfer_done(id, t.id, "found at Dots by reconciliation")
-                            .await?;
-                        return Ok(None);
+                            .await?
+                            .into());
                     }
                     Ok(Reconciled::None) => {}
                     Err(e) => {
@@ -188,7 +198,7 @@ impl Engine {
                                 at,
                             )
                             .await?;
-                        return Ok(Some(Next::RetryAt(at)));
+                        return Ok(Step::Done(Next::RetryAt(at)));
                     }
                 }
             }
@@ -206,13 +216,13 @@ impl Engine {
             self.store
                 .fail_item(id, ItemState::Transferring, &reason)
                 .await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         }
         let at = self.next_attempt_at(item.attempts, Some(err));
         self.store
             .record_transfer_failure(id, outcome, &msg, at)
             .await?;
-        Ok(Some(Next::RetryAt(at)))
+        Ok(Step::Done(Next::RetryAt(at)))
     }
 
     /// Looks for a transfer this item already made: every page of the user's transfers,

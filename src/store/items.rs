@@ -8,7 +8,7 @@ use super::{Store, StoreError, now_ms, on_pool};
 use crate::batch::{BatchId, ItemId};
 use crate::item::{IdempotencyKey, ItemState};
 
-const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cents, memo, first_name, last_name,
+pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cents, memo, first_name, last_name,
     email, country_code, phone_number, dots_user_id, state, onboarding_flow_id, onboarding_link,
     transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,

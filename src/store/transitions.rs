@@ -2,13 +2,15 @@
 //! item event log.
 //!
 //! Every method that changes `state` does so with `WHERE state = <expected>` and writes the
-//! event in the same transaction; it returns `Ok(false)` when the item was no longer in the
+//! event in the same transaction. It returns the row as written (`RETURNING`), so the job goes
+//! on from there without reading it again, or `Ok(None)` when the item was no longer in the
 //! expected state (another worker got there first), never a silent overwrite.
 
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::items::ITEM_COLUMNS;
+use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
 use crate::item::{IdempotencyKey, ItemState};
 
@@ -46,8 +48,9 @@ impl Store {
         Ok(())
     }
 
-    /// Moves the item `from` -> `to`, applying `set` (a SQL `SET` fragment using `$4`.. for
-    /// `binds`) in the same statement, and logs the event. `Ok(false)`: not in `from` any more.
+    /// Moves the item `from` -> `to`, applying `set` (a SQL `SET` fragment using `$5`.. for
+    /// `binds`) in the same statement, and logs the event. Returns the row as written;
+    /// `Ok(None)`: not in `from` any more.
     async fn transition(
         &self,
         id: ItemId,
@@ -56,38 +59,41 @@ impl Store {
         set: &str,
         binds: Vec<Bind>,
         detail: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         if !from.can_become(to) {
             return Err(StoreError::IllegalTransition { from, to });
         }
         let now = now_ms();
         let sep = if set.is_empty() { "" } else { ", " };
         let sql = format!(
-            "UPDATE items SET state = $1, updated_at = $2{sep}{set} WHERE id = $3 AND state = $4"
+            "UPDATE items SET state = $1, updated_at = $2{sep}{set} WHERE id = $3 AND state = $4
+             RETURNING {ITEM_COLUMNS}"
         );
-        let moved = on_pool!(&self.pool, p => {
+        let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
+            let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+                .bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
             for b in binds {
                 q = match b {
                     Bind::I(v) => q.bind(v),
                     Bind::S(v) => q.bind(v),
                 };
             }
-            let n = q.execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
+            let row = q.fetch_optional(&mut *tx).await?;
+            if row.is_some() {
                 sqlx::query("INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
                              VALUES ($1, $2, 'state', $3, $4, $5)")
                     .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(detail)
                     .execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            n == 1
+            row
         });
-        Ok(moved)
+        Ok(row)
     }
 
     /// Updates columns without a state change, guarded by the current state, with an event.
+    /// `set` uses `$4`.. for `binds`. Returns the row as written; `Ok(None)`: not in `state`.
     async fn update_in_state(
         &self,
         id: ItemId,
@@ -96,28 +102,32 @@ impl Store {
         binds: Vec<Bind>,
         kind: &str,
         detail: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         let now = now_ms();
-        let sql = format!("UPDATE items SET updated_at = $1, {set} WHERE id = $2 AND state = $3");
-        let done = on_pool!(&self.pool, p => {
+        let sql = format!(
+            "UPDATE items SET updated_at = $1, {set} WHERE id = $2 AND state = $3
+             RETURNING {ITEM_COLUMNS}"
+        );
+        let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(now).bind(id.to_string()).bind(state.as_str());
+            let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+                .bind(now).bind(id.to_string()).bind(state.as_str());
             for b in binds {
                 q = match b {
                     Bind::I(v) => q.bind(v),
                     Bind::S(v) => q.bind(v),
                 };
             }
-            let n = q.execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
+            let row = q.fetch_optional(&mut *tx).await?;
+            if row.is_some() {
                 sqlx::query("INSERT INTO item_events (item_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
                     .bind(id.to_string()).bind(now).bind(kind).bind(detail)
                     .execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            n == 1
+            row
         });
-        Ok(done)
+        Ok(row)
     }
 
     /// pending -> onboarding: the onboarding flow exists at Dots; poll it from `next_poll_at`.
@@ -127,7 +137,7 @@ impl Store {
         flow_id: Uuid,
         link: &str,
         next_poll_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition(
             id,
             ItemState::Pending,
@@ -147,7 +157,7 @@ impl Store {
         from: ItemState,
         payee_id: &str,
         user_id: Uuid,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.remember_payee(payee_id, user_id).await?;
         self.transition(
             id,
@@ -176,7 +186,7 @@ impl Store {
         key: IdempotencyKey,
         generation: u32,
         key_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.update_in_state(
             id,
             ItemState::Transferring,
@@ -195,7 +205,7 @@ impl Store {
         id: ItemId,
         transfer_id: Uuid,
         how: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition(
             id,
             ItemState::Transferring,
@@ -214,7 +224,7 @@ impl Store {
         outcome: CallOutcome,
         error: &str,
         next_attempt_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.update_in_state(
             id,
             ItemState::Transferring,
@@ -232,7 +242,7 @@ impl Store {
         &self,
         id: ItemId,
         api_calls: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.update_in_state(
             id,
             ItemState::Transferring,
@@ -251,7 +261,7 @@ impl Store {
         state: ItemState,
         error: &str,
         next_attempt_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.update_in_state(
             id,
             state,
@@ -264,7 +274,7 @@ impl Store {
     }
 
     /// Payout-flow creation has no idempotency key at Dots: record that a call is open first.
-    pub async fn record_payout_intent(&self, id: ItemId) -> Result<bool, StoreError> {
+    pub async fn record_payout_intent(&self, id: ItemId) -> Result<Option<ItemRecord>, StoreError> {
         self.update_in_state(
             id,
             ItemState::Transferred,
@@ -290,7 +300,7 @@ impl Store {
         flow_id: Uuid,
         link: &str,
         next_poll_at: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition(
             id,
             ItemState::Transferred,
@@ -304,7 +314,11 @@ impl Store {
     }
 
     /// awaiting_payout -> completed.
-    pub async fn complete_item(&self, id: ItemId, api_calls: i64) -> Result<bool, StoreError> {
+    pub async fn complete_item(
+        &self,
+        id: ItemId,
+        api_calls: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition(
             id,
             ItemState::AwaitingPayout,
@@ -322,7 +336,7 @@ impl Store {
         id: ItemId,
         from: ItemState,
         reason: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition(
             id,
             from,
@@ -337,7 +351,11 @@ impl Store {
     /// Operator rerun of a failed item: back to `transferred` when the money already moved
     /// (only the payout flow is redone), else to `pending` with any earlier transfer attempt
     /// marked for reconciliation before a new call.
-    pub async fn rerun_item(&self, id: ItemId, has_transfer: bool) -> Result<bool, StoreError> {
+    pub async fn rerun_item(
+        &self,
+        id: ItemId,
+        has_transfer: bool,
+    ) -> Result<Option<ItemRecord>, StoreError> {
         if has_transfer {
             self.transition(
                 id,
@@ -362,8 +380,12 @@ impl Store {
         }
     }
 
-    /// Cancels an item that has not transferred; `Ok(false)`: it was not in `from` any more.
-    pub async fn cancel_item(&self, id: ItemId, from: ItemState) -> Result<bool, StoreError> {
+    /// Cancels an item that has not transferred; `Ok(None)`: it was not in `from` any more.
+    pub async fn cancel_item(
+        &self,
+        id: ItemId,
+        from: ItemState,
+    ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition(
             id,
             from,
@@ -377,7 +399,11 @@ impl Store {
 
     /// A new flow link for a payee whose link went stale: the item steps back so the job makes
     /// a new flow (payout: awaiting_payout -> transferred; onboarding: onboarding -> pending).
-    pub async fn renew_flow(&self, id: ItemId, from: ItemState) -> Result<bool, StoreError> {
+    pub async fn renew_flow(
+        &self,
+        id: ItemId,
+        from: ItemState,
+    ) -> Result<Option<ItemRecord>, StoreError> {
         let to = match from {
             ItemState::AwaitingPayout => ItemState::Transferred,
             _ => ItemState::Pending,
