@@ -17,8 +17,9 @@ pub mod worker;
 
 pub use queue::{ITEM_QUEUE, ItemJob, Queue, QueueError};
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -64,6 +65,9 @@ fn lease_left_needed_ms(lease_ms: i64, call_timeout_ms: i64, may_reconcile: bool
         (lease_ms / 2).max(call_timeout_ms + STEP_MARGIN_MS)
     }
 }
+
+/// At most this many batches are remembered as approved (then the memory starts over).
+const APPROVED_BATCHES_CAP: usize = 1024;
 
 /// What happens to an item after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +120,8 @@ pub struct Engine {
     pub owner: Arc<str>,
     /// Added to the wall clock when judging idempotency-key age (tests move it a day ahead).
     clock_offset_ms: Arc<AtomicI64>,
+    /// Batches seen approved by this process (see [`Engine::batch_approved`]).
+    approved_batches: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Engine {
@@ -126,6 +132,7 @@ impl Engine {
             settings: Arc::new(settings),
             owner: owner.into(),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
+            approved_batches: Arc::default(),
         }
     }
 
@@ -268,7 +275,7 @@ impl Engine {
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
     async fn start(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
-        if !self.store.batch_approved(&item.batch_id).await? {
+        if !self.batch_approved(&item.batch_id).await? {
             // Awaiting approval (approve enqueues it again) or canceled.
             return Ok(Step::Done(Next::Idle));
         }
@@ -284,6 +291,41 @@ impl Engine {
                 .into());
         }
         self.onboard(item).await
+    }
+
+    /// Whether the batch may be worked. "Approved" is remembered for the process (one read per
+    /// batch instead of one per item); "awaiting approval" is never remembered, as `approve`
+    /// enqueues the items again and they must then see it.
+    ///
+    /// Why a remembered "approved" cannot go stale in a harmful way: a batch leaves `approved`
+    /// only through `app::ops::cancel` (the only caller of `Store::cancel_batch_record`;
+    /// nothing moves a batch back to awaiting approval), and that marks the batch only when it
+    /// skipped none of its items, i.e. after moving every item to `canceled` by its own guarded
+    /// transition; `canceled` is terminal. So once the batch is not approved any more, no item
+    /// of it is `pending` in the store: a job whose lease returned the item after the cancel
+    /// never gets here, and one that read `pending` before it moves the item only through
+    /// `WHERE state = 'pending'`, which then changes nothing — the same race a fresh read of
+    /// the batch has, since the cancel may land right after that read too.
+    async fn batch_approved(&self, batch_id: &str) -> Result<bool, StoreError> {
+        if self.approved_batches().contains(batch_id) {
+            return Ok(true);
+        }
+        let approved = self.store.batch_approved(batch_id).await?;
+        if approved {
+            let mut seen = self.approved_batches();
+            if seen.len() >= APPROVED_BATCHES_CAP {
+                seen.clear();
+            }
+            seen.insert(batch_id.to_owned());
+        }
+        Ok(approved)
+    }
+
+    fn approved_batches(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic while holding it cannot leave the set half-updated in a harmful way.
+        self.approved_batches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a failed non-transfer call: retry later, or fail the item if permanent or out of
