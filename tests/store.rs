@@ -103,6 +103,14 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     assert_eq!(after.dots_user_id, Some(user.to_string()));
     let to_states = app.state_history(id).await;
     assert_eq!(to_states, ["pending", "transferring"]);
+    // The payee's user was remembered with the transition that happened, not the one that did not.
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
+    // Remembering the same user again changes nothing; a new one replaces it.
+    app.store.remember_payee("a", user).await.unwrap();
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
+    let other = Uuid::new_v4();
+    app.store.remember_payee("a", other).await.unwrap();
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(other));
 }
 
 async fn raw(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {

@@ -60,11 +60,24 @@ impl Store {
         binds: Vec<Bind>,
         detail: &str,
     ) -> Result<Option<ItemRecord>, StoreError> {
+        self.transition_with(id, from, to, Change::new(set, binds, detail))
+            .await
+    }
+
+    /// [`Store::transition`] with what else goes in its transaction (see [`Change`]).
+    async fn transition_with(
+        &self,
+        id: ItemId,
+        from: ItemState,
+        to: ItemState,
+        c: Change<'_>,
+    ) -> Result<Option<ItemRecord>, StoreError> {
         if !from.can_become(to) {
             return Err(StoreError::IllegalTransition { from, to });
         }
         let now = now_ms();
-        let sep = if set.is_empty() { "" } else { ", " };
+        let sep = if c.set.is_empty() { "" } else { ", " };
+        let set = c.set;
         let sql = format!(
             "UPDATE items SET state = $1, updated_at = $2{sep}{set} WHERE id = $3 AND state = $4
              RETURNING {ITEM_COLUMNS}"
@@ -73,7 +86,7 @@ impl Store {
             let mut tx = p.begin().await?;
             let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
                 .bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
-            for b in binds {
+            for b in c.binds {
                 q = match b {
                     Bind::I(v) => q.bind(v),
                     Bind::S(v) => q.bind(v),
@@ -81,9 +94,14 @@ impl Store {
             }
             let row = q.fetch_optional(&mut *tx).await?;
             if row.is_some() {
+                if let Some((payee_id, user_id)) = c.payee {
+                    sqlx::query(REMEMBER_PAYEE)
+                        .bind(payee_id).bind(user_id.to_string()).bind(now)
+                        .execute(&mut *tx).await?;
+                }
                 sqlx::query("INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
                              VALUES ($1, $2, 'state', $3, $4, $5)")
-                    .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(detail)
+                    .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(c.detail)
                     .execute(&mut *tx).await?;
             }
             tx.commit().await?;
@@ -150,7 +168,8 @@ impl Store {
     }
 
     /// pending|onboarding -> transferring: the payee's Dots user is known (and remembered for
-    /// later batches). No key yet: [`Store::record_transfer_intent`] stores it before the call.
+    /// later batches, in the same transaction). No key yet: [`Store::record_transfer_intent`]
+    /// stores it before the call.
     pub async fn begin_transfer(
         &self,
         id: ItemId,
@@ -158,22 +177,16 @@ impl Store {
         payee_id: &str,
         user_id: Uuid,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        self.remember_payee(payee_id, user_id).await?;
-        self.transition(
-            id,
-            from,
-            ItemState::Transferring,
-            "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 0",
-            vec![Bind::S(user_id.to_string())],
-            &format!("payee is Dots user {user_id}"),
-        )
-        .await
+        let detail = format!("payee is Dots user {user_id}");
+        let binds = vec![Bind::S(user_id.to_string())];
+        let mut c = Change::new(BEGIN_TRANSFER_SET, binds, &detail);
+        c.payee = Some((payee_id, user_id));
+        self.transition_with(id, from, ItemState::Transferring, c)
+            .await
     }
 
     pub async fn remember_payee(&self, payee_id: &str, user_id: Uuid) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => { sqlx::query(
-            "INSERT INTO payees (payee_id, dots_user_id, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (payee_id) DO UPDATE SET dots_user_id = excluded.dots_user_id, updated_at = excluded.updated_at")
+        on_pool!(&self.pool, p => { sqlx::query(REMEMBER_PAYEE)
             .bind(payee_id).bind(user_id.to_string()).bind(now_ms()).execute(p).await?; });
         Ok(())
     }
@@ -425,3 +438,33 @@ enum Bind {
     I(i64),
     S(String),
 }
+
+/// One guarded write: its `SET` fragment and binds, its event's detail, and what else goes
+/// in the same transaction when (and only when) the guard matches.
+struct Change<'a> {
+    set: &'a str,
+    binds: Vec<Bind>,
+    detail: &'a str,
+    /// Remember the payee's Dots user for later batches.
+    payee: Option<(&'a str, Uuid)>,
+}
+
+impl<'a> Change<'a> {
+    fn new(set: &'a str, binds: Vec<Bind>, detail: &'a str) -> Change<'a> {
+        Change {
+            set,
+            binds,
+            detail,
+            payee: None,
+        }
+    }
+}
+
+/// The `SET` of pending|onboarding -> transferring; `$5`: the Dots user id.
+const BEGIN_TRANSFER_SET: &str = "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 0";
+
+/// payee_id -> Dots user, written only when it is new or changed (a payee paid again is
+/// usually known already: no row write, no WAL).
+const REMEMBER_PAYEE: &str = "INSERT INTO payees (payee_id, dots_user_id, updated_at) VALUES ($1, $2, $3)
+     ON CONFLICT (payee_id) DO UPDATE SET dots_user_id = excluded.dots_user_id, updated_at = excluded.updated_at
+     WHERE payees.dots_user_id <> excluded.dots_user_id";
