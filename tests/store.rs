@@ -12,6 +12,7 @@ use uuid::Uuid;
 on_both_backends!(
     illegal_transitions_are_refused_and_change_nothing,
     a_transition_from_a_state_the_item_has_left_does_nothing,
+    a_first_transfer_commits_its_state_change_and_intent_together,
     the_schema_refuses_unknown_states,
     the_event_log_is_append_only,
     migrations_run_twice_on_one_database_without_tripping,
@@ -111,6 +112,39 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     let other = Uuid::new_v4();
     app.store.remember_payee("a", other).await.unwrap();
     assert_eq!(app.store.payee_user("a").await.unwrap(), Some(other));
+}
+
+async fn a_first_transfer_commits_its_state_change_and_intent_together(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let id = stored_item(&app).await.item_id().unwrap();
+    let user = Uuid::new_v4();
+    let key = payrun::item::IdempotencyKey::derive(id, 0);
+    let moved = app
+        .store
+        .begin_transfer_with_intent(id, "a", user, key, 0, 1234)
+        .await
+        .unwrap()
+        .expect("pending -> transferring");
+    assert_eq!(moved.state, "transferring");
+    assert_eq!(moved.dots_user_id, Some(user.to_string()));
+    assert_eq!(moved.transfer_key, Some(key.to_string()));
+    assert_eq!(moved.transfer_key_at, Some(1234));
+    assert_eq!(moved.transfer_call_open, 1);
+    assert_eq!(moved.transfer_attempts, 1);
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
+    let events = app.store.item_events(id).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["state", "state", "transfer_intent"]);
+    assert_eq!(events[1].to_state.as_deref(), Some("transferring"));
+    // Only from `pending`: a stale second attempt changes nothing.
+    assert!(
+        app.store
+            .begin_transfer_with_intent(id, "a", user, key, 0, 5678)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(app.store.item_events(id).await.unwrap().len(), 3);
 }
 
 async fn raw(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {

@@ -284,6 +284,10 @@ impl Engine {
             None => self.store.payee_user(&item.payee_id).await?,
         };
         if let Some(user) = known {
+            if item.transfer_key.is_none() && item.transfer_id.is_none() {
+                return self.first_transfer(item, user).await;
+            }
+            // An earlier attempt is on record (a rerun): `transfer` reconciles it first.
             return Ok(self
                 .store
                 .begin_transfer(id, ItemState::Pending, &item.payee_id, user)

@@ -71,7 +71,11 @@ impl Engine {
                 || (unclear && aged_out));
         if must_reconcile {
             match self.reconcile(item, user).await {
-                Err(e) => return self.transfer_retry(item, CallOutcome::Retryable, &e).await,
+                Err(e) => {
+                    return self
+                        .transfer_retry(item, user, CallOutcome::Retryable, &e)
+                        .await;
+                }
                 Ok(Reconciled::Found(t)) => {
                     return Ok(self
                         .store
@@ -120,6 +124,46 @@ impl Engine {
         {
             return Ok(Step::Changed); // state moved under us; look again
         }
+        self.send_transfer(item, user, amount, key).await
+    }
+
+    /// A pending item's first transfer attempt, its payee's Dots user known: with no key on
+    /// record there is nothing to reconcile, so the move to `transferring` and phase 1 commit
+    /// in one transaction and the call follows in the same step.
+    #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
+    pub(super) async fn first_transfer(
+        &self,
+        item: &ItemRecord,
+        user: Uuid,
+    ) -> Result<Step, JobError> {
+        let id = item.item_id()?;
+        debug_assert!(item.transfer_key.is_none() && item.transfer_id.is_none());
+        let amount = Cents::from_stored(item.amount_cents)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        let generation = item.transfer_key_gen as u32;
+        let key = IdempotencyKey::derive(id, generation);
+        // Phase 1: intent and key are durable before the request leaves.
+        if self
+            .store
+            .begin_transfer_with_intent(id, &item.payee_id, user, key, generation, self.now())
+            .await?
+            .is_none()
+        {
+            return Ok(Step::Changed); // not pending any more (canceled?): look again
+        }
+        self.send_transfer(item, user, amount, key).await
+    }
+
+    /// Phases 2 and 3, once phase 1 is committed: the call, with no transaction open, and its
+    /// outcome. `item` is the row as it was before phase 1.
+    async fn send_transfer(
+        &self,
+        item: &ItemRecord,
+        user: Uuid,
+        amount: Cents,
+        key: IdempotencyKey,
+    ) -> Result<Step, JobError> {
+        let id = item.item_id()?;
         // Phase 2: the call, with no transaction open.
         let req = CreateTransfer {
             amount: amount.as_credit(),
@@ -146,7 +190,7 @@ impl Engine {
                     ErrorClass::DuplicateKey => CallOutcome::DuplicateKey,
                     ErrorClass::Permanent => CallOutcome::Permanent,
                 };
-                self.transfer_retry(item, outcome, &e).await
+                self.transfer_retry(item, user, outcome, &e).await
             }
         }
     }
@@ -156,6 +200,7 @@ impl Engine {
     async fn transfer_retry(
         &self,
         item: &ItemRecord,
+        user: Uuid,
         outcome: CallOutcome,
         err: &DotsError,
     ) -> Result<Step, JobError> {
@@ -174,7 +219,7 @@ impl Engine {
         if give_up {
             // Earlier attempts (or this one) may have moved money: look before failing.
             let had_unclear = item.transfer_attempts > 1 || outcome == CallOutcome::Ambiguous;
-            if had_unclear && let Some(user) = item.user_id()? {
+            if had_unclear {
                 match self.reconcile(item, user).await {
                     Ok(Reconciled::Found(t)) => {
                         self.store

@@ -99,10 +99,13 @@ impl Store {
                         .bind(payee_id).bind(user_id.to_string()).bind(now)
                         .execute(&mut *tx).await?;
                 }
-                sqlx::query("INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
-                             VALUES ($1, $2, 'state', $3, $4, $5)")
-                    .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(c.detail)
-                    .execute(&mut *tx).await?;
+                let events = sqlx::query(if c.also.is_some() { STATE_AND_DETAIL_EVENTS } else { STATE_EVENT })
+                    .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(c.detail);
+                match c.also {
+                    Some((kind, detail)) => events.bind(kind).bind(detail),
+                    None => events,
+                }
+                .execute(&mut *tx).await?;
             }
             tx.commit().await?;
             row
@@ -185,6 +188,36 @@ impl Store {
             .await
     }
 
+    /// pending -> transferring for a first transfer attempt (no key on record), with phase 1
+    /// of the transfer in the same transaction: the payee's user as in
+    /// [`Store::begin_transfer`], and the key, its birth time and the call marked open as in
+    /// [`Store::record_transfer_intent`] — committed before any byte goes to Dots. Logs both
+    /// events: the state change, then `transfer_intent`.
+    pub async fn begin_transfer_with_intent(
+        &self,
+        id: ItemId,
+        payee_id: &str,
+        user_id: Uuid,
+        key: IdempotencyKey,
+        generation: u32,
+        key_at: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = format!("{BEGIN_TRANSFER_SET}, {}", intent_set(6));
+        let detail = format!("payee is Dots user {user_id}");
+        let intent = intent_detail(key, generation);
+        let binds = vec![
+            Bind::S(user_id.to_string()),
+            Bind::S(key.to_string()),
+            Bind::I(generation as i64),
+            Bind::I(key_at),
+        ];
+        let mut c = Change::new(&set, binds, &detail);
+        c.payee = Some((payee_id, user_id));
+        c.also = Some(("transfer_intent", &intent));
+        self.transition_with(id, ItemState::Pending, ItemState::Transferring, c)
+            .await
+    }
+
     pub async fn remember_payee(&self, payee_id: &str, user_id: Uuid) -> Result<(), StoreError> {
         on_pool!(&self.pool, p => { sqlx::query(REMEMBER_PAYEE)
             .bind(payee_id).bind(user_id.to_string()).bind(now_ms()).execute(p).await?; });
@@ -203,11 +236,14 @@ impl Store {
         self.update_in_state(
             id,
             ItemState::Transferring,
-            "transfer_key = $4, transfer_key_gen = $5, transfer_key_at = $6, transfer_call_open = 1,
-             transfer_attempts = transfer_attempts + 1, api_calls = api_calls + 1",
-            vec![Bind::S(key.to_string()), Bind::I(generation as i64), Bind::I(key_at)],
+            &intent_set(4),
+            vec![
+                Bind::S(key.to_string()),
+                Bind::I(generation as i64),
+                Bind::I(key_at),
+            ],
             "transfer_intent",
-            &format!("POST /v2/transfers with idempotency_key {key} (generation {generation})"),
+            &intent_detail(key, generation),
         )
         .await
     }
@@ -447,6 +483,9 @@ struct Change<'a> {
     detail: &'a str,
     /// Remember the payee's Dots user for later batches.
     payee: Option<(&'a str, Uuid)>,
+    /// A second event (kind, detail) after the state change's: the intent of the call that
+    /// follows, committed with the state change before it.
+    also: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Change<'a> {
@@ -456,12 +495,37 @@ impl<'a> Change<'a> {
             binds,
             detail,
             payee: None,
+            also: None,
         }
     }
 }
 
 /// The `SET` of pending|onboarding -> transferring; `$5`: the Dots user id.
 const BEGIN_TRANSFER_SET: &str = "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 0";
+
+/// Phase 1's `SET` (see [`Store::record_transfer_intent`]): `$n` the key, `$n+1` its
+/// generation, `$n+2` its birth time.
+fn intent_set(n: usize) -> String {
+    format!(
+        "transfer_key = ${n}, transfer_key_gen = ${}, transfer_key_at = ${}, transfer_call_open = 1,
+         transfer_attempts = transfer_attempts + 1, api_calls = api_calls + 1",
+        n + 1,
+        n + 2
+    )
+}
+
+fn intent_detail(key: IdempotencyKey, generation: u32) -> String {
+    format!("POST /v2/transfers with idempotency_key {key} (generation {generation})")
+}
+
+const STATE_EVENT: &str =
+    "INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
+     VALUES ($1, $2, 'state', $3, $4, $5)";
+
+/// A state change's event and a second one (`$6` kind, `$7` detail), in this order.
+const STATE_AND_DETAIL_EVENTS: &str =
+    "INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
+     VALUES ($1, $2, 'state', $3, $4, $5), ($1, $2, $6, NULL, NULL, $7)";
 
 /// payee_id -> Dots user, written only when it is new or changed (a payee paid again is
 /// usually known already: no row write, no WAL).
