@@ -279,8 +279,12 @@ async fn a_crash_before_the_payout_flow_call_left_makes_one_flow(b: Backend) {
     let id = item.item_id().unwrap();
     crash_after_intent(&app, &item, true).await;
     let t = app.transfers_for(&item)[0].id;
-    app.store.record_transfer_done(id, t, "made").await.unwrap();
-    app.store.record_payout_intent(id).await.unwrap();
+    // As a job commits a transfer's success: with the payout flow's intent.
+    app.store
+        .record_transfer_done_with_payout_intent(id, t, "made")
+        .await
+        .unwrap()
+        .expect("transferring -> transferred");
 
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;

@@ -46,8 +46,14 @@ impl Engine {
         }
     }
 
+    /// `intent_ours`: this job committed the payout-flow intent itself, with the transfer's
+    /// success (`payout_call_open` is then its own, not left by an interrupted call).
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
-    pub(super) async fn payout_flow(&self, item: &ItemRecord) -> Result<Step, JobError> {
+    pub(super) async fn payout_flow(
+        &self,
+        item: &ItemRecord,
+        intent_ours: bool,
+    ) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let Some(user) = item.user_id()? else {
             let reason = "transferred item has no Dots user id";
@@ -56,7 +62,7 @@ impl Engine {
                 .await?;
             return Ok(Step::Done(Next::Idle));
         };
-        if item.payout_call_open == 1 {
+        if item.payout_call_open == 1 && !intent_ours {
             // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
             // made it (found by our metadata among flows created since the call), else make one.
             let since = chrono::DateTime::from_timestamp_millis(item.updated_at - 60_000)
@@ -97,7 +103,7 @@ impl Engine {
                 }
             }
         }
-        if self.store.record_payout_intent(id).await?.is_none() {
+        if !intent_ours && self.store.record_payout_intent(id).await?.is_none() {
             return Ok(Step::Changed); // not transferred any more: no flow to make
         }
         let req = CreateFlow {

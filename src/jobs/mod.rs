@@ -88,6 +88,10 @@ enum Step {
     /// The step moved the item on: go on with the row its last write returned (`RETURNING`),
     /// which is the item as that write committed it — no need to read it again.
     Moved(Box<ItemRecord>),
+    /// Like `Moved`, and that write also marked this job's payout-flow call open (with the
+    /// transfer's success): the payout step makes the call without first searching for a
+    /// flow an earlier, interrupted call might have made.
+    MovedWithPayoutIntent(Box<ItemRecord>),
     /// A guarded write found the item changed under us: read it again.
     Changed,
 }
@@ -201,8 +205,11 @@ impl Engine {
     }
 
     async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Next, JobError> {
+        // Set when the last step committed the payout flow's intent for the next one.
+        let mut own_payout_intent = false;
         // A bounded loop: each turn makes one durable step.
         for _ in 0..16 {
+            let payout_intent_ours = std::mem::take(&mut own_payout_intent);
             let state = item.item_state()?;
             let early_by = item.next_attempt_at - now_ms();
             if early_by > 0 && state.is_workable() {
@@ -217,7 +224,7 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(early_by as u64)).await;
             }
             // Renew the lease only when what is left may not cover the next step.
-            if self.must_renew_lease(&item, state) {
+            if self.must_renew_lease(&item, state, payout_intent_ours) {
                 let Some(leased) = self
                     .store
                     .try_lease(id, &self.owner, self.lease_ms())
@@ -230,12 +237,16 @@ impl Engine {
             let step = match item.item_state()? {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
-                ItemState::Transferred => self.payout_flow(&item).await?,
+                ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
                 _ => return Ok(Next::Idle),
             };
             item = match step {
                 Step::Done(next) => return Ok(next),
                 Step::Moved(row) => *row,
+                Step::MovedWithPayoutIntent(row) => {
+                    own_payout_intent = true;
+                    *row
+                }
                 Step::Changed => self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?,
             };
         }
@@ -245,14 +256,19 @@ impl Engine {
     /// Whether to renew the lease before the step `item` (in `state`) is up for. The lease's
     /// end is the one on the row this job last wrote or read (`lease_until`); a row that names
     /// another owner always goes back to `try_lease`, which decides.
-    fn must_renew_lease(&self, item: &ItemRecord, state: ItemState) -> bool {
+    fn must_renew_lease(
+        &self,
+        item: &ItemRecord,
+        state: ItemState,
+        payout_intent_ours: bool,
+    ) -> bool {
         if item.lease_owner.as_deref() != Some(&*self.owner) {
             return true;
         }
         let needed = lease_left_needed_ms(
             self.lease_ms(),
             self.dots.timeout().as_millis() as i64,
-            self.step_may_reconcile(item, state),
+            self.step_may_reconcile(item, state, payout_intent_ours),
         );
         item.lease_until - now_ms() < needed
     }
@@ -260,14 +276,20 @@ impl Engine {
     /// Whether the step may call Dots more than once, i.e. reconcile: a superset of the cases in
     /// `transfer.rs` and `flows.rs`. A transfer reconciles only when a key is on record
     /// (an earlier attempt) or, before failing the item, on its last attempt; a payout step
-    /// searches for its flow only when a payout-flow call was left open.
-    fn step_may_reconcile(&self, item: &ItemRecord, state: ItemState) -> bool {
+    /// searches for its flow only when a payout-flow call was left open (not the one this job
+    /// just marked open itself).
+    fn step_may_reconcile(
+        &self,
+        item: &ItemRecord,
+        state: ItemState,
+        payout_intent_ours: bool,
+    ) -> bool {
         let last_attempt = item.attempts + 1 >= self.settings.max_attempts as i64;
         match state {
             ItemState::Pending | ItemState::Transferring => {
                 item.transfer_key.is_some() || last_attempt
             }
-            ItemState::Transferred => item.payout_call_open == 1,
+            ItemState::Transferred => item.payout_call_open == 1 && !payout_intent_ours,
             _ => false,
         }
     }

@@ -177,11 +177,15 @@ impl Engine {
                 if t.amount != req.amount || t.user_id != user {
                     warn!(transfer_id = %t.id, amount = t.amount, "Dots echoed a different amount or user");
                 }
-                Ok(self
+                // The payout flow is this job's next step: its intent commits with the transfer.
+                let done = self
                     .store
-                    .record_transfer_done(id, t.id, "made")
-                    .await?
-                    .into())
+                    .record_transfer_done_with_payout_intent(id, t.id, "made")
+                    .await?;
+                Ok(match done {
+                    Some(row) => Step::MovedWithPayoutIntent(Box::new(row)),
+                    None => Step::Changed,
+                })
             }
             Err(e) => {
                 let outcome = match e.class() {

@@ -259,11 +259,29 @@ impl Store {
             id,
             ItemState::Transferring,
             ItemState::Transferred,
-            "transfer_id = $5, transfer_call_open = 0, transfer_outcome = 'ok', attempts = 0, next_attempt_at = 0, last_error = NULL",
+            TRANSFER_DONE_SET,
             vec![Bind::S(transfer_id.to_string())],
             &format!("transfer {transfer_id} {how}"),
         )
         .await
+    }
+
+    /// Phase 3, success, and the payout flow's intent in the same transaction: transferring
+    /// -> transferred with the payout-flow call marked open as [`Store::record_payout_intent`]
+    /// does, for a job that makes that call next. Logs the state change, then `payout_intent`.
+    pub async fn record_transfer_done_with_payout_intent(
+        &self,
+        id: ItemId,
+        transfer_id: Uuid,
+        how: &str,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = format!("{TRANSFER_DONE_SET}, {PAYOUT_INTENT_SET}");
+        let detail = format!("transfer {transfer_id} {how}");
+        let binds = vec![Bind::S(transfer_id.to_string())];
+        let mut c = Change::new(&set, binds, &detail);
+        c.also = Some(("payout_intent", PAYOUT_INTENT_DETAIL));
+        let (from, to) = (ItemState::Transferring, ItemState::Transferred);
+        self.transition_with(id, from, to, c).await
     }
 
     /// Phase 3, no success: the call is closed with its outcome; retry at `next_attempt_at`.
@@ -327,10 +345,10 @@ impl Store {
         self.update_in_state(
             id,
             ItemState::Transferred,
-            "payout_call_open = 1, api_calls = api_calls + 1",
+            PAYOUT_INTENT_SET,
             vec![],
             "payout_intent",
-            "POST /v2/flows steps [payout]",
+            PAYOUT_INTENT_DETAIL,
         )
         .await
     }
@@ -502,6 +520,13 @@ impl<'a> Change<'a> {
 
 /// The `SET` of pending|onboarding -> transferring; `$5`: the Dots user id.
 const BEGIN_TRANSFER_SET: &str = "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 0";
+
+/// The `SET` of phase 3's success; `$5`: the Dots transfer id.
+const TRANSFER_DONE_SET: &str = "transfer_id = $5, transfer_call_open = 0, transfer_outcome = 'ok', attempts = 0, next_attempt_at = 0, last_error = NULL";
+
+/// The `SET` of a payout flow's intent (no binds).
+const PAYOUT_INTENT_SET: &str = "payout_call_open = 1, api_calls = api_calls + 1";
+const PAYOUT_INTENT_DETAIL: &str = "POST /v2/flows steps [payout]";
 
 /// Phase 1's `SET` (see [`Store::record_transfer_intent`]): `$n` the key, `$n+1` its
 /// generation, `$n+2` its birth time.
