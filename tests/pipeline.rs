@@ -40,6 +40,7 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
         item.onboarding_flow_id.is_none(),
         "a known payee is not onboarded"
     );
+    assert_eq!(item.lease_owner, None, "released by the job's last write");
     // One call each; the payout-flow intent committed with the transfer is the job's own, so
     // nothing is searched for and nothing reconciled.
     assert_eq!(app.sim().request_count("POST /v2/transfers"), 1);

@@ -13,6 +13,7 @@ on_both_backends!(
     illegal_transitions_are_refused_and_change_nothing,
     a_transition_from_a_state_the_item_has_left_does_nothing,
     a_first_transfer_commits_its_state_change_and_intent_together,
+    a_jobs_last_write_releases_only_its_own_lease,
     the_schema_refuses_unknown_states,
     the_event_log_is_append_only,
     migrations_run_twice_on_one_database_without_tripping,
@@ -51,7 +52,7 @@ async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
     // Steps that need another state leave a pending item alone.
     assert!(
         app.store
-            .record_payout_flow(id, Uuid::new_v4(), "http://x", 0)
+            .record_payout_flow(id, Uuid::new_v4(), "http://x", 0, None)
             .await
             .unwrap()
             .is_none()
@@ -87,7 +88,7 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     // A second worker acting on a stale read of `pending` is a no-op.
     assert!(
         app.store
-            .begin_onboarding(id, Uuid::new_v4(), "http://x", 0)
+            .begin_onboarding(id, Uuid::new_v4(), "http://x", 0, None)
             .await
             .unwrap()
             .is_none()
@@ -145,6 +146,48 @@ async fn a_first_transfer_commits_its_state_change_and_intent_together(b: Backen
             .is_none()
     );
     assert_eq!(app.store.item_events(id).await.unwrap().len(), 3);
+}
+
+async fn a_jobs_last_write_releases_only_its_own_lease(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let id = stored_item(&app).await.item_id().unwrap();
+    let leased = app
+        .store
+        .try_lease(id, "w1", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.lease_owner.as_deref(), Some("w1"));
+    // A writer that does not hold the lease leaves it alone.
+    let row = app
+        .store
+        .begin_onboarding(id, Uuid::new_v4(), "http://x", 0, Some("w2"))
+        .await
+        .unwrap()
+        .expect("pending -> onboarding");
+    assert_eq!(row.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(row.lease_until, leased.lease_until);
+    // The holder's last write releases it, as release_lease would.
+    app.store
+        .renew_flow(id, ItemState::Onboarding)
+        .await
+        .unwrap()
+        .expect("onboarding -> pending");
+    let row = app
+        .store
+        .begin_onboarding(id, Uuid::new_v4(), "http://x", 0, Some("w1"))
+        .await
+        .unwrap()
+        .expect("pending -> onboarding");
+    assert_eq!(row.lease_owner, None);
+    assert_eq!(row.lease_until, 0);
+    assert!(
+        app.store
+            .try_lease(id, "w2", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn raw(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {

@@ -34,10 +34,12 @@ impl Engine {
         match self.dots.create_flow(&req).await {
             Ok(flow) => {
                 let next_poll = self.next_poll_at(0);
-                self.store
-                    .begin_onboarding(id, flow.id, &flow.link, next_poll)
+                let owner = Some(&*self.owner);
+                let written = self
+                    .store
+                    .begin_onboarding(id, flow.id, &flow.link, next_poll, owner)
                     .await?;
-                Ok(Step::Done(Next::Idle))
+                Ok(Step::done_releasing(Next::Idle, written))
             }
             Err(e) => {
                 self.step_failed(item, ItemState::Pending, "creating onboarding flow", &e)
@@ -71,7 +73,7 @@ impl Engine {
                 Ok(Some(flow)) => {
                     let next_poll = self.next_poll_at(0);
                     self.store
-                        .record_payout_flow(id, flow.id, &flow.link, next_poll)
+                        .record_payout_flow(id, flow.id, &flow.link, next_poll, None)
                         .await?;
                     self.store
                         .record_event(
@@ -115,10 +117,12 @@ impl Engine {
         match self.dots.create_flow(&req).await {
             Ok(flow) => {
                 let next_poll = self.next_poll_at(0);
-                self.store
-                    .record_payout_flow(id, flow.id, &flow.link, next_poll)
+                let owner = Some(&*self.owner);
+                let written = self
+                    .store
+                    .record_payout_flow(id, flow.id, &flow.link, next_poll, owner)
                     .await?;
-                Ok(Step::Done(Next::Idle))
+                Ok(Step::done_releasing(Next::Idle, written))
             }
             Err(e) => {
                 if e.class() != ErrorClass::Ambiguous {

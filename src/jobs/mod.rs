@@ -85,6 +85,8 @@ pub enum Next {
 enum Step {
     /// Nothing more to do now: the job answers this.
     Done(Next),
+    /// The same, and the step's last write released the lease (or found it taken over).
+    Released(Next),
     /// The step moved the item on: go on with the row its last write returned (`RETURNING`),
     /// which is the item as that write committed it — no need to read it again.
     Moved(Box<ItemRecord>),
@@ -94,6 +96,17 @@ enum Step {
     MovedWithPayoutIntent(Box<ItemRecord>),
     /// A guarded write found the item changed under us: read it again.
     Changed,
+}
+
+impl Step {
+    /// The end of a job whose last write was asked to release the lease: it did when the
+    /// write happened; if the guard missed, the job still holds the lease and releases it.
+    fn done_releasing(next: Next, written: Option<ItemRecord>) -> Step {
+        match written {
+            Some(_) => Step::Released(next),
+            None => Step::Done(next),
+        }
+    }
 }
 
 impl From<Option<ItemRecord>> for Step {
@@ -197,14 +210,23 @@ impl Engine {
         };
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);
         let res = self.work_leased(id, item).instrument(span).await;
-        // Release even on error; a crash instead leaves the lease to expire.
-        let released = self.store.release_lease(id, &self.owner).await;
-        let next = res?;
+        // Release even on error, unless the job's last write did; a crash instead leaves the
+        // lease to expire.
+        let released = match res {
+            Ok((_, true)) => Ok(()),
+            _ => self.store.release_lease(id, &self.owner).await,
+        };
+        let (next, _) = res?;
         released?;
         Ok(next)
     }
 
-    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Next, JobError> {
+    /// Works the leased item; also answers whether the last write released the lease.
+    async fn work_leased(
+        &self,
+        id: ItemId,
+        mut item: ItemRecord,
+    ) -> Result<(Next, bool), JobError> {
         // Set when the last step committed the payout flow's intent for the next one.
         let mut own_payout_intent = false;
         // A bounded loop: each turn makes one durable step.
@@ -217,7 +239,7 @@ impl Engine {
                     // Early: the job that recorded this retry also queued one for that time.
                     // This one (a duplicate delivery) ends here, or duplicates would live as
                     // long as the item keeps retrying.
-                    return Ok(Next::Idle);
+                    return Ok((Next::Idle, false));
                 }
                 // The retry's own job: the queue keeps run times in whole seconds, so it may
                 // come up to a second early. Wait out the rest.
@@ -230,7 +252,7 @@ impl Engine {
                     .try_lease(id, &self.owner, self.lease_ms())
                     .await?
                 else {
-                    return Ok(Next::Busy(now_ms() + self.lease_ms()));
+                    return Ok((Next::Busy(now_ms() + self.lease_ms()), false));
                 };
                 item = leased;
             }
@@ -238,10 +260,11 @@ impl Engine {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
                 ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
-                _ => return Ok(Next::Idle),
+                _ => return Ok((Next::Idle, false)),
             };
             item = match step {
-                Step::Done(next) => return Ok(next),
+                Step::Done(next) => return Ok((next, false)),
+                Step::Released(next) => return Ok((next, true)),
                 Step::Moved(row) => *row,
                 Step::MovedWithPayoutIntent(row) => {
                     own_payout_intent = true;
@@ -250,7 +273,7 @@ impl Engine {
                 Step::Changed => self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?,
             };
         }
-        Ok(Next::RetryAt(now_ms()))
+        Ok((Next::RetryAt(now_ms()), false))
     }
 
     /// Whether to renew the lease before the step `item` (in `state`) is up for. The lease's

@@ -78,15 +78,29 @@ impl Store {
         let now = now_ms();
         let sep = if c.set.is_empty() { "" } else { ", " };
         let set = c.set;
+        let mut binds = c.binds;
+        let release = match c.release {
+            // As `release_lease`, in this statement: only this owner's lease. (SET expressions
+            // read the row as it was, so both CASEs see the old owner.)
+            Some(owner) => {
+                let k = 5 + binds.len();
+                binds.push(Bind::S(owner.to_owned()));
+                format!(
+                    ", lease_owner = CASE WHEN lease_owner = ${k} THEN NULL ELSE lease_owner END,
+                     lease_until = CASE WHEN lease_owner = ${k} THEN 0 ELSE lease_until END"
+                )
+            }
+            None => String::new(),
+        };
         let sql = format!(
-            "UPDATE items SET state = $1, updated_at = $2{sep}{set} WHERE id = $3 AND state = $4
+            "UPDATE items SET state = $1, updated_at = $2{sep}{set}{release} WHERE id = $3 AND state = $4
              RETURNING {ITEM_COLUMNS}"
         );
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
             let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
                 .bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
-            for b in c.binds {
+            for b in binds {
                 q = match b {
                     Bind::I(v) => q.bind(v),
                     Bind::S(v) => q.bind(v),
@@ -152,22 +166,28 @@ impl Store {
     }
 
     /// pending -> onboarding: the onboarding flow exists at Dots; poll it from `next_poll_at`.
+    /// `release`: a job's last write releases its lease in the same statement.
     pub async fn begin_onboarding(
         &self,
         id: ItemId,
         flow_id: Uuid,
         link: &str,
         next_poll_at: i64,
+        release: Option<&str>,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        self.transition(
-            id,
-            ItemState::Pending,
-            ItemState::Onboarding,
+        let detail = format!("onboarding flow {flow_id} created");
+        let mut c = Change::new(
             "onboarding_flow_id = $5, onboarding_link = $6, next_poll_at = $7, polls = 0, api_calls = api_calls + 1",
-            vec![Bind::S(flow_id.to_string()), Bind::S(link.into()), Bind::I(next_poll_at)],
-            &format!("onboarding flow {flow_id} created"),
-        )
-        .await
+            vec![
+                Bind::S(flow_id.to_string()),
+                Bind::S(link.into()),
+                Bind::I(next_poll_at),
+            ],
+            &detail,
+        );
+        c.release = release;
+        let (from, to) = (ItemState::Pending, ItemState::Onboarding);
+        self.transition_with(id, from, to, c).await
     }
 
     /// pending|onboarding -> transferring: the payee's Dots user is known (and remembered for
@@ -361,23 +381,25 @@ impl Store {
     }
 
     /// transferred -> awaiting_payout: the payout flow exists; its link is the payee's.
+    /// `release`: a job's last write releases its lease in the same statement.
     pub async fn record_payout_flow(
         &self,
         id: ItemId,
         flow_id: Uuid,
         link: &str,
         next_poll_at: i64,
+        release: Option<&str>,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        self.transition(
-            id,
-            ItemState::Transferred,
-            ItemState::AwaitingPayout,
+        let detail = format!("payout flow {flow_id} created: {link}");
+        let mut c = Change::new(
             "payout_flow_id = $5, payout_link = $6, payout_call_open = 0, next_poll_at = $7, polls = 0,
              attempts = 0, next_attempt_at = 0, last_error = NULL",
             vec![Bind::S(flow_id.to_string()), Bind::S(link.into()), Bind::I(next_poll_at)],
-            &format!("payout flow {flow_id} created: {link}"),
-        )
-        .await
+            &detail,
+        );
+        c.release = release;
+        let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
+        self.transition_with(id, from, to, c).await
     }
 
     /// awaiting_payout -> completed.
@@ -504,6 +526,8 @@ struct Change<'a> {
     /// A second event (kind, detail) after the state change's: the intent of the call that
     /// follows, committed with the state change before it.
     also: Option<(&'a str, &'a str)>,
+    /// Release this owner's lease in the same `UPDATE`: the job's last write to the item.
+    release: Option<&'a str>,
 }
 
 impl<'a> Change<'a> {
@@ -514,6 +538,7 @@ impl<'a> Change<'a> {
             detail,
             payee: None,
             also: None,
+            release: None,
         }
     }
 }
