@@ -16,12 +16,13 @@
 pub mod admin;
 mod batches;
 mod items;
+mod protocol;
 pub mod source;
 mod transitions;
 
 pub use batches::*;
 pub use items::*;
-pub use transitions::*;
+pub use protocol::*;
 
 use std::str::FromStr;
 use std::time::Duration;
