@@ -113,6 +113,7 @@ pub async fn refresh_transfer(
             .store
             .record_transfer_done(item_id, t.id, "confirmed by a Dots webhook")
             .await?
+            .is_some()
     {
         return Ok(Some(item_id));
     }

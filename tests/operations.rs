@@ -22,6 +22,7 @@ on_both_backends!(
     rerunning_a_failed_item_whose_transfer_happened_does_not_pay_again,
     rerunning_an_item_that_failed_after_its_transfer_only_redoes_the_payout_flow,
     cancel_stops_items_before_transfer_and_refuses_after,
+    a_worker_that_saw_a_batch_approved_does_not_pay_it_after_cancel,
     a_new_flow_link_replaces_a_stale_one_without_paying_again,
 );
 
@@ -333,6 +334,34 @@ async fn cancel_stops_items_before_transfer_and_refuses_after(b: Backend) {
     app.step_until_idle(batch).await;
     assert_eq!(app.item(batch, "new").await.state, "canceled");
     app.assert_paid_exactly_once(batch).await;
+}
+
+/// The worker remembers that a batch is approved; a cancel after that still stops its items.
+async fn a_worker_that_saw_a_batch_approved_does_not_pay_it_after_cancel(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    app.known_payee("k", "5550811").await;
+    let csv = format!(
+        "{HEADER}{}{}",
+        new_payee_row("n", "2.00", "5550812"),
+        known_payee_row("k", "1.00")
+    );
+    let batch = app.batch(&csv).await;
+    // The worker sees the batch approved while onboarding one payee.
+    let n = app.item(batch, "n").await.item_id().unwrap();
+    app.engine.process_item(n).await.unwrap();
+    assert_eq!(app.item(batch, "n").await.state, "onboarding");
+
+    let r = ops::cancel(&app.store, batch, None).await.unwrap();
+    assert_eq!(r.done.len(), 2, "{r:?}");
+    let record = app.store.batch(batch).await.unwrap().unwrap();
+    assert_eq!(record.status, "canceled");
+    // Its memory of "approved" is stale now; the item's own state stops it.
+    let k = app.item(batch, "k").await.item_id().unwrap();
+    let next = app.engine.process_item(k).await.unwrap();
+    assert_eq!(next, payrun::jobs::Next::Idle);
+    assert_eq!(app.item(batch, "k").await.state, "canceled");
+    assert!(app.ledger().transfers.is_empty());
+    assert_eq!(app.state_history(k).await, ["pending", "canceled"]);
 }
 
 async fn a_new_flow_link_replaces_a_stale_one_without_paying_again(b: Backend) {

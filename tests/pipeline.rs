@@ -40,6 +40,32 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
         item.onboarding_flow_id.is_none(),
         "a known payee is not onboarded"
     );
+    assert_eq!(item.lease_owner, None, "released by the job's last write");
+    // One call each; the payout-flow intent committed with the transfer is the job's own, so
+    // nothing is searched for and nothing reconciled.
+    assert_eq!(app.sim().request_count("POST /v2/transfers"), 1);
+    assert_eq!(app.sim().request_count("POST /v2/flows"), 1);
+    assert_eq!(app.sim().request_count("GET /v2/flows"), 0);
+    assert_eq!(app.sim().request_count("GET /v2/transfers"), 0);
+    let kinds: Vec<_> = app
+        .store
+        .item_events(item.item_id().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "state",
+            "state",
+            "transfer_intent",
+            "state",
+            "payout_intent",
+            "state"
+        ]
+    );
 
     let flow = item.payout_flow().unwrap().unwrap();
     app.sim().complete_flow(flow).expect("flow exists");

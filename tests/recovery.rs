@@ -14,6 +14,7 @@ use payrun::store::{CallOutcome, ItemRecord, now_ms};
 
 on_both_backends!(
     a_restarted_worker_finding_an_intent_whose_transfer_happened_does_not_pay_twice,
+    a_crash_right_after_a_first_attempts_intent_is_reconciled_and_pays_once,
     a_restarted_worker_finding_an_intent_whose_call_never_left_pays_once,
     a_duplicate_key_rejection_is_reconciled_to_the_existing_transfer,
     an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new_key,
@@ -87,6 +88,48 @@ async fn a_restarted_worker_finding_an_intent_whose_transfer_happened_does_not_p
         "reconciled by listing"
     );
     app.assert_paid_exactly_once(batch).await;
+}
+
+/// A first attempt commits `pending -> transferring` and its intent together; a crash right
+/// after that commit (the call made or not) is found like any open call.
+async fn a_crash_right_after_a_first_attempts_intent_is_reconciled_and_pays_once(b: Backend) {
+    for call_dots in [true, false] {
+        let app = spawn_app(b, quiet_sim()).await;
+        let user = app.known_payee("p", "5550310").await;
+        let batch = app
+            .batch(&format!("{HEADER}{}", known_payee_row("p", "25.00")))
+            .await;
+        let item = app.item(batch, "p").await;
+        let id = item.item_id().unwrap();
+        let key = IdempotencyKey::derive(id, 0);
+        let moved = app
+            .store
+            .begin_transfer_with_intent(id, "p", user, key, 0, app.engine.now())
+            .await
+            .unwrap()
+            .expect("pending -> transferring");
+        assert_eq!(moved.transfer_call_open, 1);
+        if call_dots {
+            app.engine
+                .dots
+                .create_transfer(&CreateTransfer {
+                    amount: -item.amount_cents,
+                    user_id: user,
+                    idempotency_key: Some(key.as_uuid()),
+                    metadata: Some(item_metadata(&item, "payout")),
+                })
+                .await
+                .expect("the call that the crash interrupted went through");
+        }
+        app.step_until_idle(batch).await;
+        assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+        assert!(
+            app.sim().request_count("GET /v2/transfers") >= 1,
+            "reconciled first"
+        );
+        assert_eq!(app.ledger().transfers.len(), 1);
+        app.assert_paid_exactly_once(batch).await;
+    }
 }
 
 async fn a_restarted_worker_finding_an_intent_whose_call_never_left_pays_once(b: Backend) {
@@ -236,8 +279,12 @@ async fn a_crash_before_the_payout_flow_call_left_makes_one_flow(b: Backend) {
     let id = item.item_id().unwrap();
     crash_after_intent(&app, &item, true).await;
     let t = app.transfers_for(&item)[0].id;
-    app.store.record_transfer_done(id, t, "made").await.unwrap();
-    app.store.record_payout_intent(id).await.unwrap();
+    // As a job commits a transfer's success: with the payout flow's intent.
+    app.store
+        .record_transfer_done_with_payout_intent(id, t, "made")
+        .await
+        .unwrap()
+        .expect("transferring -> transferred");
 
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;

@@ -12,6 +12,8 @@ use uuid::Uuid;
 on_both_backends!(
     illegal_transitions_are_refused_and_change_nothing,
     a_transition_from_a_state_the_item_has_left_does_nothing,
+    a_first_transfer_commits_its_state_change_and_intent_together,
+    a_jobs_last_write_releases_only_its_own_lease,
     the_schema_refuses_unknown_states,
     the_event_log_is_append_only,
     migrations_run_twice_on_one_database_without_tripping,
@@ -49,19 +51,21 @@ async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
     );
     // Steps that need another state leave a pending item alone.
     assert!(
-        !app.store
-            .record_payout_flow(id, Uuid::new_v4(), "http://x", 0)
+        app.store
+            .record_payout_flow(id, Uuid::new_v4(), "http://x", 0, None)
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !app.store
+        app.store
             .record_transfer_done(id, Uuid::new_v4(), "x")
             .await
-            .unwrap(),
+            .unwrap()
+            .is_none(),
         "not transferring"
     );
-    assert!(!app.store.complete_item(id, 0).await.unwrap());
+    assert!(app.store.complete_item(id, 0).await.unwrap().is_none());
     let after = app.store.item(id).await.unwrap().unwrap();
     assert_eq!(after.state, "pending");
     assert!(after.transfer_id.is_none());
@@ -72,30 +76,118 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     let item = stored_item(&app).await;
     let id = item.item_id().unwrap();
     let user = Uuid::new_v4();
-    assert!(
-        app.store
-            .begin_transfer(id, ItemState::Pending, "a", user)
-            .await
-            .unwrap()
-    );
+    let moved = app
+        .store
+        .begin_transfer(id, ItemState::Pending, "a", user)
+        .await
+        .unwrap()
+        .expect("pending -> transferring");
+    // The row comes back as written.
+    assert_eq!(moved.state, "transferring");
+    assert_eq!(moved.dots_user_id, Some(user.to_string()));
     // A second worker acting on a stale read of `pending` is a no-op.
     assert!(
-        !app.store
-            .begin_onboarding(id, Uuid::new_v4(), "http://x", 0)
+        app.store
+            .begin_onboarding(id, Uuid::new_v4(), "http://x", 0, None)
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !app.store
+        app.store
             .begin_transfer(id, ItemState::Pending, "a", Uuid::new_v4())
             .await
             .unwrap()
+            .is_none()
     );
     let after = app.store.item(id).await.unwrap().unwrap();
     assert_eq!(after.state, "transferring");
     assert_eq!(after.dots_user_id, Some(user.to_string()));
     let to_states = app.state_history(id).await;
     assert_eq!(to_states, ["pending", "transferring"]);
+    // The payee's user was remembered with the transition that happened, not the one that did not.
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
+    // Remembering the same user again changes nothing; a new one replaces it.
+    app.store.remember_payee("a", user).await.unwrap();
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
+    let other = Uuid::new_v4();
+    app.store.remember_payee("a", other).await.unwrap();
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(other));
+}
+
+async fn a_first_transfer_commits_its_state_change_and_intent_together(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let id = stored_item(&app).await.item_id().unwrap();
+    let user = Uuid::new_v4();
+    let key = payrun::item::IdempotencyKey::derive(id, 0);
+    let moved = app
+        .store
+        .begin_transfer_with_intent(id, "a", user, key, 0, 1234)
+        .await
+        .unwrap()
+        .expect("pending -> transferring");
+    assert_eq!(moved.state, "transferring");
+    assert_eq!(moved.dots_user_id, Some(user.to_string()));
+    assert_eq!(moved.transfer_key, Some(key.to_string()));
+    assert_eq!(moved.transfer_key_at, Some(1234));
+    assert_eq!(moved.transfer_call_open, 1);
+    assert_eq!(moved.transfer_attempts, 1);
+    assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
+    let events = app.store.item_events(id).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["state", "state", "transfer_intent"]);
+    assert_eq!(events[1].to_state.as_deref(), Some("transferring"));
+    // Only from `pending`: a stale second attempt changes nothing.
+    assert!(
+        app.store
+            .begin_transfer_with_intent(id, "a", user, key, 0, 5678)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(app.store.item_events(id).await.unwrap().len(), 3);
+}
+
+async fn a_jobs_last_write_releases_only_its_own_lease(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let id = stored_item(&app).await.item_id().unwrap();
+    let leased = app
+        .store
+        .try_lease(id, "w1", 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.lease_owner.as_deref(), Some("w1"));
+    // A writer that does not hold the lease leaves it alone.
+    let row = app
+        .store
+        .begin_onboarding(id, Uuid::new_v4(), "http://x", 0, Some("w2"))
+        .await
+        .unwrap()
+        .expect("pending -> onboarding");
+    assert_eq!(row.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(row.lease_until, leased.lease_until);
+    // The holder's last write releases it, as release_lease would.
+    app.store
+        .renew_flow(id, ItemState::Onboarding)
+        .await
+        .unwrap()
+        .expect("onboarding -> pending");
+    let row = app
+        .store
+        .begin_onboarding(id, Uuid::new_v4(), "http://x", 0, Some("w1"))
+        .await
+        .unwrap()
+        .expect("pending -> onboarding");
+    assert_eq!(row.lease_owner, None);
+    assert_eq!(row.lease_until, 0);
+    assert!(
+        app.store
+            .try_lease(id, "w2", 60_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn raw(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {

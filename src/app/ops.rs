@@ -102,7 +102,7 @@ pub async fn cancel(
             Some(why) => r
                 .skipped
                 .push((i.id.clone(), i.payee_id.clone(), why.to_string())),
-            None if store.cancel_item(id, state).await? => {
+            None if store.cancel_item(id, state).await?.is_some() => {
                 r.done.push((i.id.clone(), i.payee_id.clone()))
             }
             None => r.skipped.push((
@@ -148,7 +148,11 @@ pub async fn rerun(
             ));
             continue;
         }
-        if store.rerun_item(id, i.transfer_id.is_some()).await? {
+        if store
+            .rerun_item(id, i.transfer_id.is_some())
+            .await?
+            .is_some()
+        {
             r.done.push((i.id.clone(), i.payee_id.clone()));
         } else {
             r.skipped.push((
@@ -177,7 +181,7 @@ pub async fn retry_flow(
             "the item is {state}, not waiting on a flow; nothing to renew"
         )));
     }
-    if !store.renew_flow(item, state).await? {
+    if store.renew_flow(item, state).await?.is_none() {
         return Ok(Err("its state changed meanwhile; look again".into()));
     }
     top_up(store, queue, Window::default()).await?;

@@ -136,6 +136,11 @@ impl DotsClient {
         &self.config.base_url
     }
 
+    /// The whole-request timeout: the longest one call can take (connecting included).
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     #[instrument(skip(self, req), fields(user_id = ?req.user_id), err(Display, level = "info"))]
     pub async fn create_flow(&self, req: &CreateFlow) -> Result<Flow, DotsError> {
         self.call("POST /v2/flows", Method::POST, "/v2/flows", &[], Some(req))

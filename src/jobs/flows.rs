@@ -10,7 +10,7 @@
 use serde_json::json;
 use tracing::instrument;
 
-use super::{Engine, JobError, Next, item_metadata};
+use super::{Engine, JobError, Next, Step, item_metadata};
 use crate::dots::client::ErrorClass;
 use crate::dots::types::CreateFlow;
 use crate::item::ItemState;
@@ -18,7 +18,7 @@ use crate::store::ItemRecord;
 
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
-    pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let req = CreateFlow {
             steps: self
@@ -34,10 +34,12 @@ impl Engine {
         match self.dots.create_flow(&req).await {
             Ok(flow) => {
                 let next_poll = self.next_poll_at(0);
-                self.store
-                    .begin_onboarding(id, flow.id, &flow.link, next_poll)
+                let owner = Some(&*self.owner);
+                let written = self
+                    .store
+                    .begin_onboarding(id, flow.id, &flow.link, next_poll, owner)
                     .await?;
-                Ok(Some(Next::Idle))
+                Ok(Step::done_releasing(Next::Idle, written))
             }
             Err(e) => {
                 self.step_failed(item, ItemState::Pending, "creating onboarding flow", &e)
@@ -46,17 +48,23 @@ impl Engine {
         }
     }
 
+    /// `intent_ours`: this job committed the payout-flow intent itself, with the transfer's
+    /// success (`payout_call_open` is then its own, not left by an interrupted call).
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
-    pub(super) async fn payout_flow(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    pub(super) async fn payout_flow(
+        &self,
+        item: &ItemRecord,
+        intent_ours: bool,
+    ) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let Some(user) = item.user_id()? else {
             let reason = "transferred item has no Dots user id";
             self.store
                 .fail_item(id, ItemState::Transferred, reason)
                 .await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         };
-        if item.payout_call_open == 1 {
+        if item.payout_call_open == 1 && !intent_ours {
             // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
             // made it (found by our metadata among flows created since the call), else make one.
             let since = chrono::DateTime::from_timestamp_millis(item.updated_at - 60_000)
@@ -65,7 +73,7 @@ impl Engine {
                 Ok(Some(flow)) => {
                     let next_poll = self.next_poll_at(0);
                     self.store
-                        .record_payout_flow(id, flow.id, &flow.link, next_poll)
+                        .record_payout_flow(id, flow.id, &flow.link, next_poll, None)
                         .await?;
                     self.store
                         .record_event(
@@ -74,7 +82,7 @@ impl Engine {
                             &format!("reused payout flow {} made before a crash", flow.id),
                         )
                         .await?;
-                    return Ok(Some(Next::Idle));
+                    return Ok(Step::Done(Next::Idle));
                 }
                 Ok(None) => {
                     self.store
@@ -97,7 +105,9 @@ impl Engine {
                 }
             }
         }
-        self.store.record_payout_intent(id).await?;
+        if !intent_ours && self.store.record_payout_intent(id).await?.is_none() {
+            return Ok(Step::Changed); // not transferred any more: no flow to make
+        }
         let req = CreateFlow {
             steps: vec![json!("payout")],
             user_id: Some(user),
@@ -107,10 +117,12 @@ impl Engine {
         match self.dots.create_flow(&req).await {
             Ok(flow) => {
                 let next_poll = self.next_poll_at(0);
-                self.store
-                    .record_payout_flow(id, flow.id, &flow.link, next_poll)
+                let owner = Some(&*self.owner);
+                let written = self
+                    .store
+                    .record_payout_flow(id, flow.id, &flow.link, next_poll, owner)
                     .await?;
-                Ok(Some(Next::Idle))
+                Ok(Step::done_releasing(Next::Idle, written))
             }
             Err(e) => {
                 if e.class() != ErrorClass::Ambiguous {

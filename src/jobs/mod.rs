@@ -12,14 +12,16 @@
 
 pub mod feed;
 mod flows;
+mod lease;
 mod queue;
 mod transfer;
 pub mod worker;
 
 pub use queue::{ITEM_QUEUE, ItemJob, Queue, QueueError};
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -36,6 +38,9 @@ use crate::store::{ItemRecord, Store, StoreError, now_ms};
 /// the time it was queued for.
 const QUEUE_TIME_GRAIN_MS: i64 = 2_000;
 
+/// At most this many batches are remembered as approved (then the memory starts over).
+const APPROVED_BATCHES_CAP: usize = 1024;
+
 /// What happens to an item after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -46,6 +51,44 @@ pub enum Next {
     /// Another worker holds the item until this unix-ms time (look again then: if that worker
     /// died, its lease lapses and this job takes over).
     Busy(i64),
+}
+
+/// Where a step left the item.
+enum Step {
+    /// Nothing more to do now: the job answers this.
+    Done(Next),
+    /// The same, and the step's last write released the lease (or found it taken over).
+    Released(Next),
+    /// The step moved the item on: go on with the row its last write returned (`RETURNING`),
+    /// which is the item as that write committed it — no need to read it again.
+    Moved(Box<ItemRecord>),
+    /// Like `Moved`, and that write also marked this job's payout-flow call open (with the
+    /// transfer's success): the payout step makes the call without first searching for a
+    /// flow an earlier, interrupted call might have made.
+    MovedWithPayoutIntent(Box<ItemRecord>),
+    /// A guarded write found the item changed under us: read it again.
+    Changed,
+}
+
+impl Step {
+    /// The end of a job whose last write was asked to release the lease: it did when the
+    /// write happened; if the guard missed, the job still holds the lease and releases it.
+    fn done_releasing(next: Next, written: Option<ItemRecord>) -> Step {
+        match written {
+            Some(_) => Step::Released(next),
+            None => Step::Done(next),
+        }
+    }
+}
+
+impl From<Option<ItemRecord>> for Step {
+    /// The answer of a guarded store write: the row it wrote, or `None` when the guard missed.
+    fn from(row: Option<ItemRecord>) -> Step {
+        match row {
+            Some(row) => Step::Moved(Box::new(row)),
+            None => Step::Changed,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +109,8 @@ pub struct Engine {
     pub owner: Arc<str>,
     /// Added to the wall clock when judging idempotency-key age (tests move it a day ahead).
     clock_offset_ms: Arc<AtomicI64>,
+    /// Batches seen approved by this process (see [`Engine::batch_approved`]).
+    approved_batches: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Engine {
@@ -76,6 +121,7 @@ impl Engine {
             settings: Arc::new(settings),
             owner: owner.into(),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
+            approved_batches: Arc::default(),
         }
     }
 
@@ -136,16 +182,28 @@ impl Engine {
         };
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);
         let res = self.work_leased(id, item).instrument(span).await;
-        // Release even on error; a crash instead leaves the lease to expire.
-        let released = self.store.release_lease(id, &self.owner).await;
-        let next = res?;
+        // Release even on error, unless the job's last write did; a crash instead leaves the
+        // lease to expire.
+        let released = match res {
+            Ok((_, true)) => Ok(()),
+            _ => self.store.release_lease(id, &self.owner).await,
+        };
+        let (next, _) = res?;
         released?;
         Ok(next)
     }
 
-    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Next, JobError> {
+    /// Works the leased item; also answers whether the last write released the lease.
+    async fn work_leased(
+        &self,
+        id: ItemId,
+        mut item: ItemRecord,
+    ) -> Result<(Next, bool), JobError> {
+        // Set when the last step committed the payout flow's intent for the next one.
+        let mut own_payout_intent = false;
         // A bounded loop: each turn makes one durable step.
         for _ in 0..16 {
+            let payout_intent_ours = std::mem::take(&mut own_payout_intent);
             let state = item.item_state()?;
             let early_by = item.next_attempt_at - now_ms();
             if early_by > 0 && state.is_workable() {
@@ -153,53 +211,101 @@ impl Engine {
                     // Early: the job that recorded this retry also queued one for that time.
                     // This one (a duplicate delivery) ends here, or duplicates would live as
                     // long as the item keeps retrying.
-                    return Ok(Next::Idle);
+                    return Ok((Next::Idle, false));
                 }
                 // The retry's own job: the queue keeps run times in whole seconds, so it may
                 // come up to a second early. Wait out the rest.
                 tokio::time::sleep(Duration::from_millis(early_by as u64)).await;
             }
-            // Renew the lease before each step: a step is at most a few Dots calls.
-            if self
-                .store
-                .try_lease(id, &self.owner, self.lease_ms())
-                .await?
-                .is_none()
-            {
-                return Ok(Next::Busy(now_ms() + self.lease_ms()));
+            // Renew the lease only when what is left may not cover the next step.
+            if self.must_renew_lease(&item, state, payout_intent_ours) {
+                let Some(leased) = self
+                    .store
+                    .try_lease(id, &self.owner, self.lease_ms())
+                    .await?
+                else {
+                    return Ok((Next::Busy(now_ms() + self.lease_ms()), false));
+                };
+                item = leased;
             }
-            let step = match state {
+            let step = match item.item_state()? {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
-                ItemState::Transferred => self.payout_flow(&item).await?,
-                _ => return Ok(Next::Idle),
+                ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
+                _ => return Ok((Next::Idle, false)),
             };
-            if let Some(next) = step {
-                return Ok(next);
-            }
-            item = self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?;
+            item = match step {
+                Step::Done(next) => return Ok((next, false)),
+                Step::Released(next) => return Ok((next, true)),
+                Step::Moved(row) => *row,
+                Step::MovedWithPayoutIntent(row) => {
+                    own_payout_intent = true;
+                    *row
+                }
+                Step::Changed => self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?,
+            };
         }
-        Ok(Next::RetryAt(now_ms()))
+        Ok((Next::RetryAt(now_ms()), false))
     }
 
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
-    async fn start(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    async fn start(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
-        if !self.store.batch_approved(&item.batch_id).await? {
+        if !self.batch_approved(&item.batch_id).await? {
             // Awaiting approval (approve enqueues it again) or canceled.
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         }
         let known = match item.user_id()? {
             Some(u) => Some(u),
             None => self.store.payee_user(&item.payee_id).await?,
         };
         if let Some(user) = known {
-            self.store
+            if item.transfer_key.is_none() && item.transfer_id.is_none() {
+                return self.first_transfer(item, user).await;
+            }
+            // An earlier attempt is on record (a rerun): `transfer` reconciles it first.
+            return Ok(self
+                .store
                 .begin_transfer(id, ItemState::Pending, &item.payee_id, user)
-                .await?;
-            return Ok(None);
+                .await?
+                .into());
         }
         self.onboard(item).await
+    }
+
+    /// Whether the batch may be worked. "Approved" is remembered for the process (one read per
+    /// batch instead of one per item); "awaiting approval" is never remembered, as `approve`
+    /// enqueues the items again and they must then see it.
+    ///
+    /// Why a remembered "approved" cannot go stale in a harmful way: a batch leaves `approved`
+    /// only through `app::ops::cancel` (the only caller of `Store::cancel_batch_record`;
+    /// nothing moves a batch back to awaiting approval), and that marks the batch only when it
+    /// skipped none of its items, i.e. after moving every item to `canceled` by its own guarded
+    /// transition; `canceled` is terminal. So once the batch is not approved any more, no item
+    /// of it is `pending` in the store: a job whose lease returned the item after the cancel
+    /// never gets here, and one that read `pending` before it moves the item only through
+    /// `WHERE state = 'pending'`, which then changes nothing — the same race a fresh read of
+    /// the batch has, since the cancel may land right after that read too.
+    async fn batch_approved(&self, batch_id: &str) -> Result<bool, StoreError> {
+        if self.approved_batches().contains(batch_id) {
+            return Ok(true);
+        }
+        let approved = self.store.batch_approved(batch_id).await?;
+        if approved {
+            let mut seen = self.approved_batches();
+            if seen.len() >= APPROVED_BATCHES_CAP {
+                seen.clear();
+            }
+            seen.insert(batch_id.to_owned());
+        }
+        Ok(approved)
+    }
+
+    fn approved_batches(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic while holding it cannot leave the set half-updated in a harmful way.
+        self.approved_batches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a failed non-transfer call: retry later, or fail the item if permanent or out of
@@ -210,7 +316,7 @@ impl Engine {
         state: ItemState,
         what: &str,
         err: &DotsError,
-    ) -> Result<Option<Next>, JobError> {
+    ) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let msg = format!("{what}: {err}");
         let out_of_attempts = item.attempts + 1 >= self.settings.max_attempts as i64;
@@ -221,11 +327,11 @@ impl Engine {
                 msg
             };
             self.store.fail_item(id, state, &reason).await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         }
         let at = self.next_attempt_at(item.attempts, Some(err));
         self.store.record_retry(id, state, &msg, at).await?;
-        Ok(Some(Next::RetryAt(at)))
+        Ok(Step::Done(Next::RetryAt(at)))
     }
 }
 

@@ -17,7 +17,7 @@
 use tracing::{instrument, warn};
 use uuid::Uuid;
 
-use super::{Engine, JobError, Next};
+use super::{Engine, JobError, Next, Step};
 use crate::dots::client::{DotsError, ErrorClass};
 use crate::dots::types::{CreateTransfer, Transfer};
 use crate::item::{IdempotencyKey, ItemState};
@@ -34,23 +34,24 @@ enum Reconciled {
 
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id, attempt = item.transfer_attempts))]
-    pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Option<Next>, JobError> {
+    pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let Some(user) = item.user_id()? else {
             self.store
                 .fail_item(id, ItemState::Transferring, "no Dots user id to pay")
                 .await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         };
         if let Some(done) = item.transfer_id.as_deref() {
             // Defence in depth: an item that has a transfer is never paid again.
             let t: Uuid = done
                 .parse()
                 .map_err(|e| crate::store::StoreError::Corrupt(format!("transfer_id: {e}")))?;
-            self.store
+            return Ok(self
+                .store
                 .record_transfer_done(id, t, "already recorded")
-                .await?;
-            return Ok(None);
+                .await?
+                .into());
         }
         let amount = Cents::from_stored(item.amount_cents)
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
@@ -70,15 +71,22 @@ impl Engine {
                 || (unclear && aged_out));
         if must_reconcile {
             match self.reconcile(item, user).await {
-                Err(e) => return self.transfer_retry(item, CallOutcome::Retryable, &e).await,
+                Err(e) => {
+                    return self
+                        .transfer_retry(item, user, CallOutcome::Retryable, &e)
+                        .await;
+                }
                 Ok(Reconciled::Found(t)) => {
-                    self.store
+                    return Ok(self
+                        .store
                         .record_transfer_done(id, t.id, "found at Dots by reconciliation")
-                        .await?;
-                    return Ok(None);
+                        .await?
+                        .into());
                 }
                 Ok(Reconciled::None) => {
-                    self.store.record_reconciled_none(id, 1).await?;
+                    if self.store.record_reconciled_none(id, 1).await?.is_none() {
+                        return Ok(Step::Changed);
+                    }
                     if aged_out {
                         // Proven absent and the key is forgotten by Dots: a new key, recorded below before the call.
                         generation += 1;
@@ -95,7 +103,7 @@ impl Engine {
                                 at,
                             )
                             .await?;
-                        return Ok(Some(Next::RetryAt(at)));
+                        return Ok(Step::Done(Next::RetryAt(at)));
                     }
                 }
             }
@@ -108,13 +116,54 @@ impl Engine {
             }
         };
         // Phase 1: intent and key are durable before the request leaves.
-        if !self
+        if self
             .store
             .record_transfer_intent(id, key, generation, key_at)
             .await?
+            .is_none()
         {
-            return Ok(None); // state moved under us; look again
+            return Ok(Step::Changed); // state moved under us; look again
         }
+        self.send_transfer(item, user, amount, key).await
+    }
+
+    /// A pending item's first transfer attempt, its payee's Dots user known: with no key on
+    /// record there is nothing to reconcile, so the move to `transferring` and phase 1 commit
+    /// in one transaction and the call follows in the same step.
+    #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
+    pub(super) async fn first_transfer(
+        &self,
+        item: &ItemRecord,
+        user: Uuid,
+    ) -> Result<Step, JobError> {
+        let id = item.item_id()?;
+        debug_assert!(item.transfer_key.is_none() && item.transfer_id.is_none());
+        let amount = Cents::from_stored(item.amount_cents)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        let generation = item.transfer_key_gen as u32;
+        let key = IdempotencyKey::derive(id, generation);
+        // Phase 1: intent and key are durable before the request leaves.
+        if self
+            .store
+            .begin_transfer_with_intent(id, &item.payee_id, user, key, generation, self.now())
+            .await?
+            .is_none()
+        {
+            return Ok(Step::Changed); // not pending any more (canceled?): look again
+        }
+        self.send_transfer(item, user, amount, key).await
+    }
+
+    /// Phases 2 and 3, once phase 1 is committed: the call, with no transaction open, and its
+    /// outcome. `item` is the row as it was before phase 1.
+    async fn send_transfer(
+        &self,
+        item: &ItemRecord,
+        user: Uuid,
+        amount: Cents,
+        key: IdempotencyKey,
+    ) -> Result<Step, JobError> {
+        let id = item.item_id()?;
         // Phase 2: the call, with no transaction open.
         let req = CreateTransfer {
             amount: amount.as_credit(),
@@ -128,8 +177,15 @@ impl Engine {
                 if t.amount != req.amount || t.user_id != user {
                     warn!(transfer_id = %t.id, amount = t.amount, "Dots echoed a different amount or user");
                 }
-                self.store.record_transfer_done(id, t.id, "made").await?;
-                Ok(None)
+                // The payout flow is this job's next step: its intent commits with the transfer.
+                let done = self
+                    .store
+                    .record_transfer_done_with_payout_intent(id, t.id, "made")
+                    .await?;
+                Ok(match done {
+                    Some(row) => Step::MovedWithPayoutIntent(Box::new(row)),
+                    None => Step::Changed,
+                })
             }
             Err(e) => {
                 let outcome = match e.class() {
@@ -138,7 +194,7 @@ impl Engine {
                     ErrorClass::DuplicateKey => CallOutcome::DuplicateKey,
                     ErrorClass::Permanent => CallOutcome::Permanent,
                 };
-                self.transfer_retry(item, outcome, &e).await
+                self.transfer_retry(item, user, outcome, &e).await
             }
         }
     }
@@ -148,33 +204,36 @@ impl Engine {
     async fn transfer_retry(
         &self,
         item: &ItemRecord,
+        user: Uuid,
         outcome: CallOutcome,
         err: &DotsError,
-    ) -> Result<Option<Next>, JobError> {
+    ) -> Result<Step, JobError> {
         let id = item.item_id()?;
         let msg = err.to_string();
         let give_up = outcome == CallOutcome::Permanent
             || item.attempts + 1 >= self.settings.max_attempts as i64;
         if outcome == CallOutcome::DuplicateKey {
             // Reconcile on the next turn, straight away.
-            self.store
+            return Ok(self
+                .store
                 .record_transfer_failure(id, outcome, &msg, now_ms())
-                .await?;
-            return Ok(None);
+                .await?
+                .into());
         }
         if give_up {
             // Earlier attempts (or this one) may have moved money: look before failing.
             let had_unclear = item.transfer_attempts > 1 || outcome == CallOutcome::Ambiguous;
-            if had_unclear && let Some(user) = item.user_id()? {
+            if had_unclear {
                 match self.reconcile(item, user).await {
                     Ok(Reconciled::Found(t)) => {
                         self.store
                             .record_transfer_failure(id, outcome, &msg, 0)
                             .await?;
-                        self.store
+                        return Ok(self
+                            .store
                             .record_transfer_done(id, t.id, "found at Dots by reconciliation")
-                            .await?;
-                        return Ok(None);
+                            .await?
+                            .into());
                     }
                     Ok(Reconciled::None) => {}
                     Err(e) => {
@@ -188,7 +247,7 @@ impl Engine {
                                 at,
                             )
                             .await?;
-                        return Ok(Some(Next::RetryAt(at)));
+                        return Ok(Step::Done(Next::RetryAt(at)));
                     }
                 }
             }
@@ -206,13 +265,13 @@ impl Engine {
             self.store
                 .fail_item(id, ItemState::Transferring, &reason)
                 .await?;
-            return Ok(Some(Next::Idle));
+            return Ok(Step::Done(Next::Idle));
         }
         let at = self.next_attempt_at(item.attempts, Some(err));
         self.store
             .record_transfer_failure(id, outcome, &msg, at)
             .await?;
-        Ok(Some(Next::RetryAt(at)))
+        Ok(Step::Done(Next::RetryAt(at)))
     }
 
     /// Looks for a transfer this item already made: every page of the user's transfers,

@@ -1,9 +1,5 @@
-//! Items: leases, the guarded state transitions of the payout protocol, the event log and the
-//! queries the poller and the reports need.
-//!
-//! Every method that changes `state` does so with `WHERE state = <expected>` and writes the
-//! event in the same transaction; it returns `Ok(false)` when the item was no longer in the
-//! expected state (another worker got there first), never a silent overwrite.
+//! Items: the row type, reads, leases, and the queries the poller, the sweep and the reports
+//! need. The guarded state transitions and the event log are in `transitions.rs`.
 
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -12,7 +8,7 @@ use super::{Store, StoreError, now_ms, on_pool};
 use crate::batch::{BatchId, ItemId};
 use crate::item::{IdempotencyKey, ItemState};
 
-const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cents, memo, first_name, last_name,
+pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cents, memo, first_name, last_name,
     email, country_code, phone_number, dots_user_id, state, onboarding_flow_id, onboarding_link,
     transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
@@ -105,26 +101,6 @@ pub struct ItemEvent {
     pub detail: String,
 }
 
-/// What the transfer protocol records after a call that did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallOutcome {
-    Retryable,
-    Ambiguous,
-    DuplicateKey,
-    Permanent,
-}
-
-impl CallOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallOutcome::Retryable => "retryable",
-            CallOutcome::Ambiguous => "ambiguous",
-            CallOutcome::DuplicateKey => "duplicate_key",
-            CallOutcome::Permanent => "permanent",
-        }
-    }
-}
-
 impl Store {
     pub async fn item(&self, id: ItemId) -> Result<Option<ItemRecord>, StoreError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1");
@@ -181,8 +157,9 @@ impl Store {
     }
 
     /// Takes the item's lease for `owner` until `now + lease_ms` if nobody else holds a live
-    /// one. Returns the item as it is under the lease. This is what stops two workers (or two
-    /// deliveries of one job) from working one item at the same time.
+    /// one. Returns the item as it is under the lease (one statement: the row comes back from
+    /// the `UPDATE` itself). This is what stops two workers (or two deliveries of one job) from
+    /// working one item at the same time.
     pub async fn try_lease(
         &self,
         id: ItemId,
@@ -190,15 +167,16 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Option<ItemRecord>, StoreError> {
         let now = now_ms();
-        let n = on_pool!(&self.pool, p => sqlx::query(
+        let sql = format!(
             "UPDATE items SET lease_owner = $1, lease_until = $2
-             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)")
+             WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)
+             RETURNING {ITEM_COLUMNS}"
+        );
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
             .bind(owner).bind(now + lease_ms).bind(id.to_string()).bind(now)
-            .execute(p).await?.rows_affected());
-        if n == 0 {
-            return Ok(None);
-        }
-        self.item(id).await
+            .fetch_optional(p).await?),
+        )
     }
 
     pub async fn release_lease(&self, id: ItemId, owner: &str) -> Result<(), StoreError> {
@@ -208,311 +186,10 @@ impl Store {
         Ok(())
     }
 
-    /// Appends an event that is not a state change (an API call outcome, an error, a poll).
-    pub async fn record_event(
-        &self,
-        id: ItemId,
-        kind: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => { sqlx::query(
-            "INSERT INTO item_events (item_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
-            .bind(id.to_string()).bind(now_ms()).bind(kind).bind(detail).execute(p).await?; });
-        Ok(())
-    }
-
-    /// Moves the item `from` -> `to`, applying `set` (a SQL `SET` fragment using `$4`.. for
-    /// `binds`) in the same statement, and logs the event. `Ok(false)`: not in `from` any more.
-    async fn transition(
-        &self,
-        id: ItemId,
-        from: ItemState,
-        to: ItemState,
-        set: &str,
-        binds: Vec<Bind>,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
-        if !from.can_become(to) {
-            return Err(StoreError::IllegalTransition { from, to });
-        }
-        let now = now_ms();
-        let sep = if set.is_empty() { "" } else { ", " };
-        let sql = format!(
-            "UPDATE items SET state = $1, updated_at = $2{sep}{set} WHERE id = $3 AND state = $4"
-        );
-        let moved = on_pool!(&self.pool, p => {
-            let mut tx = p.begin().await?;
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
-            for b in binds {
-                q = match b {
-                    Bind::I(v) => q.bind(v),
-                    Bind::S(v) => q.bind(v),
-                };
-            }
-            let n = q.execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
-                sqlx::query("INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
-                             VALUES ($1, $2, 'state', $3, $4, $5)")
-                    .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(detail)
-                    .execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            n == 1
-        });
-        Ok(moved)
-    }
-
-    /// Updates columns without a state change, guarded by the current state, with an event.
-    async fn update_in_state(
-        &self,
-        id: ItemId,
-        state: ItemState,
-        set: &str,
-        binds: Vec<Bind>,
-        kind: &str,
-        detail: &str,
-    ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let sql = format!("UPDATE items SET updated_at = $1, {set} WHERE id = $2 AND state = $3");
-        let done = on_pool!(&self.pool, p => {
-            let mut tx = p.begin().await?;
-            let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(now).bind(id.to_string()).bind(state.as_str());
-            for b in binds {
-                q = match b {
-                    Bind::I(v) => q.bind(v),
-                    Bind::S(v) => q.bind(v),
-                };
-            }
-            let n = q.execute(&mut *tx).await?.rows_affected();
-            if n == 1 {
-                sqlx::query("INSERT INTO item_events (item_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
-                    .bind(id.to_string()).bind(now).bind(kind).bind(detail)
-                    .execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            n == 1
-        });
-        Ok(done)
-    }
-
-    /// pending -> onboarding: the onboarding flow exists at Dots; poll it from `next_poll_at`.
-    pub async fn begin_onboarding(
-        &self,
-        id: ItemId,
-        flow_id: Uuid,
-        link: &str,
-        next_poll_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.transition(
-            id,
-            ItemState::Pending,
-            ItemState::Onboarding,
-            "onboarding_flow_id = $5, onboarding_link = $6, next_poll_at = $7, polls = 0, api_calls = api_calls + 1",
-            vec![Bind::S(flow_id.to_string()), Bind::S(link.into()), Bind::I(next_poll_at)],
-            &format!("onboarding flow {flow_id} created"),
-        )
-        .await
-    }
-
-    /// pending|onboarding -> transferring: the payee's Dots user is known (and remembered for
-    /// later batches). No key yet: [`Store::record_transfer_intent`] stores it before the call.
-    pub async fn begin_transfer(
-        &self,
-        id: ItemId,
-        from: ItemState,
-        payee_id: &str,
-        user_id: Uuid,
-    ) -> Result<bool, StoreError> {
-        self.remember_payee(payee_id, user_id).await?;
-        self.transition(
-            id,
-            from,
-            ItemState::Transferring,
-            "dots_user_id = $5, next_poll_at = NULL, next_attempt_at = 1",
-            vec![Bind::S(user_id.to_string())],
-            &format!("payee is Dots user {user_id}"),
-        )
-        .await
-    }
-
-    pub async fn remember_payee(&self, payee_id: &str, user_id: Uuid) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => { sqlx::query(
-            "INSERT INTO payees (payee_id, dots_user_id, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (payee_id) DO UPDATE SET dots_user_id = excluded.dots_user_id, updated_at = excluded.updated_at")
-            .bind(payee_id).bind(user_id.to_string()).bind(now_ms()).execute(p).await?; });
-        Ok(())
-    }
-
     pub async fn payee_user(&self, payee_id: &str) -> Result<Option<Uuid>, StoreError> {
         let s: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
             "SELECT dots_user_id FROM payees WHERE payee_id = $1").bind(payee_id).fetch_optional(p).await?);
         parse_uuid("payees.dots_user_id", &s)
-    }
-
-    /// Phase 1 of a transfer: commit the key (and its birth time when it is new) and mark the
-    /// call open, before any byte goes to Dots.
-    pub async fn record_transfer_intent(
-        &self,
-        id: ItemId,
-        key: IdempotencyKey,
-        generation: u32,
-        key_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.update_in_state(
-            id,
-            ItemState::Transferring,
-            "transfer_key = $4, transfer_key_gen = $5, transfer_key_at = $6, transfer_call_open = 1,
-             transfer_attempts = transfer_attempts + 1, api_calls = api_calls + 1",
-            vec![Bind::S(key.to_string()), Bind::I(generation as i64), Bind::I(key_at)],
-            "transfer_intent",
-            &format!("POST /v2/transfers with idempotency_key {key} (generation {generation})"),
-        )
-        .await
-    }
-
-    /// Phase 3, success: transferring -> transferred.
-    pub async fn record_transfer_done(
-        &self,
-        id: ItemId,
-        transfer_id: Uuid,
-        how: &str,
-    ) -> Result<bool, StoreError> {
-        self.transition(
-            id,
-            ItemState::Transferring,
-            ItemState::Transferred,
-            "transfer_id = $5, transfer_call_open = 0, transfer_outcome = 'ok', attempts = 0, next_attempt_at = 1, last_error = NULL",
-            vec![Bind::S(transfer_id.to_string())],
-            &format!("transfer {transfer_id} {how}"),
-        )
-        .await
-    }
-
-    /// Phase 3, no success: the call is closed with its outcome; retry at `next_attempt_at`.
-    pub async fn record_transfer_failure(
-        &self,
-        id: ItemId,
-        outcome: CallOutcome,
-        error: &str,
-        next_attempt_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.update_in_state(
-            id,
-            ItemState::Transferring,
-            "transfer_call_open = 0, transfer_outcome = $4, last_error = $5, attempts = attempts + 1, next_attempt_at = $6",
-            vec![Bind::S(outcome.as_str().into()), Bind::S(error.into()), Bind::I(next_attempt_at)],
-            "transfer_error",
-            &format!("{}: {error}", outcome.as_str()),
-        )
-        .await
-    }
-
-    /// Reconciliation found no transfer for the item: the open call (if any) is closed as
-    /// "none made", so the next attempt may proceed.
-    pub async fn record_reconciled_none(
-        &self,
-        id: ItemId,
-        api_calls: i64,
-    ) -> Result<bool, StoreError> {
-        self.update_in_state(
-            id,
-            ItemState::Transferring,
-            "transfer_call_open = 0, transfer_outcome = 'reconciled_none', api_calls = api_calls + $4",
-            vec![Bind::I(api_calls)],
-            "reconcile",
-            "no transfer found at Dots for this item",
-        )
-        .await
-    }
-
-    /// A non-transfer step failed in a retryable way: note it and retry at `next_attempt_at`.
-    pub async fn record_retry(
-        &self,
-        id: ItemId,
-        state: ItemState,
-        error: &str,
-        next_attempt_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.update_in_state(
-            id,
-            state,
-            "last_error = $4, attempts = attempts + 1, next_attempt_at = $5",
-            vec![Bind::S(error.into()), Bind::I(next_attempt_at)],
-            "retry",
-            error,
-        )
-        .await
-    }
-
-    /// Payout-flow creation has no idempotency key at Dots: record that a call is open first.
-    pub async fn record_payout_intent(&self, id: ItemId) -> Result<bool, StoreError> {
-        self.update_in_state(
-            id,
-            ItemState::Transferred,
-            "payout_call_open = 1, api_calls = api_calls + 1",
-            vec![],
-            "payout_intent",
-            "POST /v2/flows steps [payout]",
-        )
-        .await
-    }
-
-    /// The payout-flow call failed before reaching Dots (retryable or refused): no flow was made.
-    pub async fn close_payout_call(&self, id: ItemId) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET payout_call_open = 0 WHERE id = $1")
-            .bind(id.to_string()).execute(p).await?; });
-        Ok(())
-    }
-
-    /// transferred -> awaiting_payout: the payout flow exists; its link is the payee's.
-    pub async fn record_payout_flow(
-        &self,
-        id: ItemId,
-        flow_id: Uuid,
-        link: &str,
-        next_poll_at: i64,
-    ) -> Result<bool, StoreError> {
-        self.transition(
-            id,
-            ItemState::Transferred,
-            ItemState::AwaitingPayout,
-            "payout_flow_id = $5, payout_link = $6, payout_call_open = 0, next_poll_at = $7, polls = 0,
-             attempts = 0, next_attempt_at = 1, last_error = NULL",
-            vec![Bind::S(flow_id.to_string()), Bind::S(link.into()), Bind::I(next_poll_at)],
-            &format!("payout flow {flow_id} created: {link}"),
-        )
-        .await
-    }
-
-    /// awaiting_payout -> completed.
-    pub async fn complete_item(&self, id: ItemId, api_calls: i64) -> Result<bool, StoreError> {
-        self.transition(
-            id,
-            ItemState::AwaitingPayout,
-            ItemState::Completed,
-            "next_poll_at = NULL, api_calls = api_calls + $5",
-            vec![Bind::I(api_calls)],
-            "payee completed the payout flow",
-        )
-        .await
-    }
-
-    /// Any state -> failed, with the reason kept as `last_error`.
-    pub async fn fail_item(
-        &self,
-        id: ItemId,
-        from: ItemState,
-        reason: &str,
-    ) -> Result<bool, StoreError> {
-        self.transition(
-            id,
-            from,
-            ItemState::Failed,
-            "last_error = $5, next_poll_at = NULL, transfer_call_open = 0",
-            vec![Bind::S(reason.into())],
-            reason,
-        )
-        .await
     }
 
     /// A poll that found the flow still open: poll again at `next_poll_at`.
@@ -572,75 +249,10 @@ impl Store {
         Ok(s.as_deref() == Some("approved"))
     }
 
-    /// Operator rerun of a failed item: back to `transferred` when the money already moved
-    /// (only the payout flow is redone), else to `pending` with any earlier transfer attempt
-    /// marked for reconciliation before a new call.
-    pub async fn rerun_item(&self, id: ItemId, has_transfer: bool) -> Result<bool, StoreError> {
-        if has_transfer {
-            self.transition(
-                id,
-                ItemState::Failed,
-                ItemState::Transferred,
-                "attempts = 0, next_attempt_at = 1, last_error = NULL",
-                vec![],
-                "rerun by operator: transfer already made, redoing the payout flow",
-            )
-            .await
-        } else {
-            self.transition(
-                id,
-                ItemState::Failed,
-                ItemState::Pending,
-                "attempts = 0, next_attempt_at = 1, last_error = NULL,
-                 transfer_outcome = CASE WHEN transfer_key IS NULL THEN NULL ELSE 'rerun' END",
-                vec![],
-                "rerun by operator: any earlier transfer attempt is reconciled before a new one",
-            )
-            .await
-        }
-    }
-
-    /// Cancels an item that has not transferred; `Ok(false)`: it was not in `from` any more.
-    pub async fn cancel_item(&self, id: ItemId, from: ItemState) -> Result<bool, StoreError> {
-        self.transition(
-            id,
-            from,
-            ItemState::Canceled,
-            "next_poll_at = NULL",
-            vec![],
-            "canceled by operator",
-        )
-        .await
-    }
-
-    /// A new flow link for a payee whose link went stale: the item steps back so the job makes
-    /// a new flow (payout: awaiting_payout -> transferred; onboarding: onboarding -> pending).
-    pub async fn renew_flow(&self, id: ItemId, from: ItemState) -> Result<bool, StoreError> {
-        let to = match from {
-            ItemState::AwaitingPayout => ItemState::Transferred,
-            _ => ItemState::Pending,
-        };
-        self.transition(
-            id,
-            from,
-            to,
-            "next_poll_at = NULL, attempts = 0, next_attempt_at = 1, payout_call_open = 0",
-            vec![],
-            "new flow link requested by operator",
-        )
-        .await
-    }
-
     /// Makes a waiting retry due now (an operator's "retry now"; tests use it to skip backoff).
     pub async fn retry_now(&self, id: ItemId) -> Result<(), StoreError> {
         on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET next_attempt_at = 1 WHERE id = $1")
             .bind(id.to_string()).execute(p).await?; });
         Ok(())
     }
-}
-
-/// A bind value for the dynamic `SET` fragments above.
-enum Bind {
-    I(i64),
-    S(String),
 }

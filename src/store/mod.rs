@@ -18,10 +18,13 @@ mod batches;
 mod bulk;
 mod feed;
 mod items;
+mod protocol;
 pub mod source;
+mod transitions;
 
 pub use batches::*;
 pub use items::*;
+pub use protocol::*;
 
 use std::str::FromStr;
 use std::time::Duration;
