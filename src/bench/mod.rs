@@ -9,13 +9,15 @@
 //!   beside apalis' own no-op job rate for N jobs on the same backend.
 //! - `api`: simulator latency and rate limit R: items/s as a share of R/3, 429s, and Dots
 //!   calls per paid item, with webhooks and with polling only.
-//! - `memory`: worker RSS sampled while it works N items.
+//! - `memory`: worker RSS sampled while it works N items (simulator in its own process).
 
 mod ingest;
+mod memory;
 mod run;
 
 pub use ingest::ingest;
-pub use run::{api, memory, throughput};
+pub use memory::memory;
+pub use run::{api, throughput};
 
 use std::time::Duration;
 

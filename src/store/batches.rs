@@ -287,6 +287,14 @@ impl Store {
             "SELECT state, COUNT(*) FROM items GROUP BY state").fetch_all(p).await?))
     }
 
+    /// When an item of the batch last changed (unix ms; 0 for an empty batch).
+    pub async fn batch_last_update(&self, id: BatchId) -> Result<i64, StoreError> {
+        let t: Option<i64> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT MAX(updated_at) FROM items WHERE batch_id = $1")
+            .bind(id.to_string()).fetch_one(p).await?);
+        Ok(t.unwrap_or(0))
+    }
+
     /// True when every item of the batch is terminal or waiting on its payee.
     pub async fn batch_is_settled(&self, id: BatchId) -> Result<bool, StoreError> {
         Ok(self
