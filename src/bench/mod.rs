@@ -91,3 +91,16 @@ pub fn rss_mib() -> (f64, f64) {
 pub fn per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
+
+/// `payrun bench all`: every benchmark at the sizes the targets name, both backends.
+pub async fn all(pg_admin: &str) -> anyhow::Result<()> {
+    for backend in [BenchBackend::Sqlite, BenchBackend::Postgres] {
+        ingest(backend, 1_000_000, pg_admin).await?;
+    }
+    for backend in [BenchBackend::Sqlite, BenchBackend::Postgres] {
+        throughput(backend, &[1_000, 100_000], 16, true, pg_admin).await?;
+    }
+    api(BenchBackend::Sqlite, 300, 50, 30, pg_admin).await?;
+    memory(BenchBackend::Sqlite, 100_000, pg_admin).await?;
+    Ok(())
+}

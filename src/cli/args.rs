@@ -151,6 +151,9 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Every benchmark at the sizes, on both backends (about 25 minutes): the figures
+    /// the README shows.
+    All,
     /// Submit a generated CSV of N rows; compare with COPY / sqlite3 .import.
     Ingest {
         #[arg(long, default_value_t = 1_000_000)]

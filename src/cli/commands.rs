@@ -52,6 +52,7 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     {
         use crate::cli::BenchCommand as B;
         match command {
+            B::All => crate::bench::all(pg_admin_url).await?,
             B::Ingest { rows, backend } => {
                 crate::bench::ingest(*backend, *rows, pg_admin_url).await?
             }
