@@ -26,7 +26,6 @@ pub fn webhook_handler(
 ) -> impl Fn(WebhookEvent) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static {
     move |event| {
         let (engine, mut queue) = (engine.clone(), queue.clone());
-        let window = crate::jobs::feed::Window::from(&*engine.settings);
         Box::pin(async move {
             let kind = match &event {
                 WebhookEvent::FlowUpdated { .. } => "flow.updated",
@@ -68,7 +67,7 @@ pub fn webhook_handler(
             };
             // The item is due now: hand it to the queue at once (else the feeder will).
             if let Some(id) = enqueue
-                && let Err(e) = crate::jobs::feed::top_up(&engine.store, &mut queue, window).await
+                && let Err(e) = crate::jobs::feed::feed_once(&engine, &mut queue).await
             {
                 warn!(item_id = %id, error = %e, "cannot feed the queue after a webhook; the feeder will");
             }

@@ -236,23 +236,16 @@ impl<R: std::io::Read> Iterator for Accepting<R> {
             return None;
         }
         let res = match self.reader.next_row()? {
-            Ok(row)
-                if self.limits.max_item_cents > 0
-                    && row.amount.get() > self.limits.max_item_cents =>
-            {
-                Err(format!(
-                    "line {}: amount over the per-item maximum",
-                    row.line
-                ))
-            }
-            Ok(row) => {
-                self.total = self.total.saturating_add(row.amount.get());
-                if self.limits.max_batch_cents > 0 && self.total > self.limits.max_batch_cents {
-                    Err("batch total over the maximum".to_string())
-                } else {
-                    Ok(row)
+            Ok(row) => match intake::item_over_limit(&row, &self.limits) {
+                Some(e) => Err(e.to_string()),
+                None => {
+                    self.total = self.total.saturating_add(row.amount.get());
+                    match intake::total_over_limit(self.total, &self.limits) {
+                        Some(e) => Err(e.to_string()),
+                        None => Ok(row),
+                    }
                 }
-            }
+            },
             Err(errors) => Err(errors
                 .first()
                 .map_or_else(|| "bad row".to_string(), |e| e.to_string())),

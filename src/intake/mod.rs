@@ -132,25 +132,15 @@ pub fn validate_with<R: Read>(input: R, limits: &Limits) -> Result<Summary, Inta
                 }
             }
             match res {
-                Ok(row)
-                    if limits.max_item_cents > 0 && row.amount.get() > limits.max_item_cents =>
-                {
-                    errors.push(RowError {
-                        line: row.line,
-                        column: "amount".into(),
-                        reason: format!(
-                            "{} is above the maximum of {} per item",
-                            row.amount,
-                            crate::money::format_cents(limits.max_item_cents)
-                        ),
-                    });
-                }
-                Ok(row) => {
-                    total = total.saturating_add(row.amount.get());
-                    if row.dots_user_id.is_none() && row.contact.is_none() {
-                        needing_known += 1;
+                Ok(row) => match item_over_limit(&row, limits) {
+                    Some(e) => errors.push(e),
+                    None => {
+                        total = total.saturating_add(row.amount.get());
+                        if row.dots_user_id.is_none() && row.contact.is_none() {
+                            needing_known += 1;
+                        }
                     }
-                }
+                },
                 Err(mut e) => errors.append(&mut e),
             }
         }
@@ -163,17 +153,37 @@ pub fn validate_with<R: Read>(input: R, limits: &Limits) -> Result<Summary, Inta
     if rows == 0 {
         return Err(IntakeError::Empty);
     }
-    if limits.max_batch_cents > 0 && total > limits.max_batch_cents {
-        return Err(IntakeError::BatchTooLarge {
-            total: crate::money::format_cents(total),
-            max: crate::money::format_cents(limits.max_batch_cents),
-        });
+    if let Some(e) = total_over_limit(total, limits) {
+        return Err(e);
     }
     Ok(Summary {
         rows,
         total_cents: total,
         content_hash: hex::encode(hashing.hasher.finalize()),
         rows_needing_known_payee: needing_known,
+    })
+}
+
+/// The row's amount is over `limits`' per-item maximum.
+pub fn item_over_limit(row: &Row, limits: &Limits) -> Option<RowError> {
+    (limits.max_item_cents > 0 && row.amount.get() > limits.max_item_cents).then(|| RowError {
+        line: row.line,
+        column: "amount".into(),
+        reason: format!(
+            "{} is above the maximum of {} per item",
+            row.amount,
+            crate::money::format_cents(limits.max_item_cents)
+        ),
+    })
+}
+
+/// A batch totalling `total` is over `limits`' per-batch maximum.
+pub fn total_over_limit(total: i64, limits: &Limits) -> Option<IntakeError> {
+    (limits.max_batch_cents > 0 && total > limits.max_batch_cents).then(|| {
+        IntakeError::BatchTooLarge {
+            total: crate::money::format_cents(total),
+            max: crate::money::format_cents(limits.max_batch_cents),
+        }
     })
 }
 
