@@ -47,14 +47,7 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
     assert_eq!(app.sim().request_count("POST /v2/flows"), 1);
     assert_eq!(app.sim().request_count("GET /v2/flows"), 0);
     assert_eq!(app.sim().request_count("GET /v2/transfers"), 0);
-    let kinds: Vec<_> = app
-        .store
-        .item_events(item.item_id().unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = app.event_kinds(item.item_id().unwrap()).await;
     assert_eq!(
         kinds,
         [
@@ -241,14 +234,7 @@ async fn a_dropped_transfer_response_is_reconciled_and_pays_once(b: Backend) {
         1,
         "the dropped transfer is the only one"
     );
-    let kinds: Vec<_> = app
-        .store
-        .item_events(item.item_id().unwrap())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = app.event_kinds(item.item_id().unwrap()).await;
     assert!(kinds.contains(&"transfer_error".to_string()), "{kinds:?}");
     app.assert_paid_exactly_once(batch).await;
 }

@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 
-use super::{BenchBackend, fresh_db, rss_mib, run::work};
-use crate::app::{SubmitOptions, Submitted, submit_file};
-use crate::config::Settings;
+use super::run::{bench_settings, bench_user, submit_paying, work};
+use super::{BenchBackend, fresh_db, rss_mib};
 use crate::dots::client::DotsClient;
 use crate::dots::sim::SimConfig;
-use crate::dots::types::CreateUser;
 use crate::jobs::{Engine, Queue};
 use crate::store::Store;
 
@@ -40,50 +38,22 @@ pub async fn memory(backend: BenchBackend, items: u64, pg_admin: &str) -> anyhow
     let db = fresh_db(backend, pg_admin).await?;
     let (_sim, base_url) = spawn_sim().await?;
     let sim = SimConfig::default();
-    let mut s = Settings::builtin();
-    s.dots.base_url = base_url;
-    s.dots.client_id = sim.client_id.clone();
-    s.dots.api_key = sim.api_key.clone();
-    s.dots.rate_limit_rps = 0.0;
-    s.worker.concurrency = 16;
-    s.worker.queue_poll_ms = 50;
-    s.worker.backoff_base_ms = 100;
-    s.worker.backoff_max_secs = 5;
+    let s = bench_settings(&base_url, &sim, 16, 0.0, true);
     let store = Store::connect(&db.url).await?;
     let dots = DotsClient::new(s.client_config())?;
     // Payees with Dots users, made through the API like any client would.
     let users: Vec<uuid::Uuid> = futures::stream::iter(0..items)
         .map(|n| {
             let dots = dots.clone();
-            async move {
-                dots.create_user(&CreateUser {
-                    first_name: "Bench".into(),
-                    last_name: format!("Seller{n}"),
-                    email: format!("m{n}@example.com"),
-                    country_code: "1".into(),
-                    phone_number: format!("8{n:09}"),
-                    metadata: None,
-                })
-                .await
-                .map(|u| u.id)
-            }
+            async move { dots.create_user(&bench_user(n)).await.map(|u| u.id) }
         })
         .buffered(32)
         .try_collect()
         .await?;
-    let csv = db.dir().join(format!("memory-{items}.csv"));
-    let mut out = String::from("payee_id,amount,dots_user_id\n");
-    for (n, u) in users.iter().enumerate() {
-        out.push_str(&format!("m-{n:08},{}.{:02},{u}\n", 1 + n % 900, n % 100));
-    }
-    std::fs::write(&csv, out)?;
-    drop(users);
     let mut queue = Queue::new(&store, Duration::from_secs(s.worker.heartbeat_secs));
-    let Submitted::New { batch, .. } =
-        submit_file(&store, &mut queue, &csv, &SubmitOptions::default()).await?
-    else {
-        anyhow::bail!("expected a new batch")
-    };
+    let csv = db.dir().join(format!("memory-{items}.csv"));
+    let batch = submit_paying(&store, &mut queue, &csv, &users).await?;
+    drop(users);
     let engine = Engine::new(store.clone(), dots, s.worker.clone(), "bench");
     let (took, samples) = work(&engine, batch).await?;
     store.close().await;

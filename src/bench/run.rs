@@ -34,20 +34,7 @@ async fn rig(
 ) -> anyhow::Result<Rig> {
     let store = Store::connect(db_url).await?;
     let handle = Sim::new(sim.clone()).spawn("127.0.0.1:0").await?;
-    let mut s = Settings::builtin();
-    s.dots.base_url = handle.base_url.clone();
-    s.dots.client_id = sim.client_id.clone();
-    s.dots.api_key = sim.api_key.clone();
-    s.dots.rate_limit_rps = rate;
-    s.worker.concurrency = concurrency;
-    s.worker.queue_poll_ms = 50;
-    if !prune {
-        s.worker.prune_done_ms = 0;
-    }
-    s.worker.backoff_base_ms = 100;
-    s.worker.backoff_max_secs = 5;
-    // Benchmarks pay large generated batches: no guard rails.
-    s.limits = crate::config::Limits::default();
+    let s = bench_settings(&handle.base_url, &sim, concurrency, rate, prune);
     let engine = Engine::new(
         store.clone(),
         DotsClient::new(s.client_config())?,
@@ -64,35 +51,68 @@ async fn rig(
     })
 }
 
-/// N known payees (Dots users made directly in the simulator) and a CSV paying them.
-async fn known_batch(r: &mut Rig, dir: &std::path::Path, items: u64) -> anyhow::Result<BatchId> {
-    let csv = dir.join(format!("bench-{items}.csv"));
-    let mut out = String::from("payee_id,amount,dots_user_id\n");
-    for n in 0..items {
-        let u = r.sim.sim.create_user(CreateUser {
-            first_name: "Bench".into(),
-            last_name: format!("Seller{n}"),
-            email: format!("b{n}@example.com"),
-            country_code: "1".into(),
-            phone_number: format!("9{n:09}"),
-            metadata: None,
-        });
-        out.push_str(&format!(
-            "b-{n:08},{}.{:02},{}\n",
-            1 + n % 900,
-            n % 100,
-            u.id
-        ));
+/// The worker's settings for a benchmark against the simulator at `base_url`.
+pub(super) fn bench_settings(
+    base_url: &str,
+    sim: &SimConfig,
+    concurrency: usize,
+    rate: f64,
+    prune: bool,
+) -> Settings {
+    let mut s = Settings::builtin();
+    s.dots.base_url = base_url.to_string();
+    s.dots.client_id = sim.client_id.clone();
+    s.dots.api_key = sim.api_key.clone();
+    s.dots.rate_limit_rps = rate;
+    s.worker.concurrency = concurrency;
+    s.worker.queue_poll_ms = 50;
+    if !prune {
+        s.worker.prune_done_ms = 0;
     }
-    std::fs::write(&csv, out)?;
-    let opts = SubmitOptions {
-        limits: r.settings.limits,
-        ..Default::default()
-    };
-    match submit_file(&r.store, &mut r.queue, &csv, &opts).await? {
+    s.worker.backoff_base_ms = 100;
+    s.worker.backoff_max_secs = 5;
+    // Benchmarks pay large generated batches: no guard rails.
+    s.limits = crate::config::Limits::default();
+    s
+}
+
+/// Benchmark payee number `n`, as a Dots user to create.
+pub(super) fn bench_user(n: u64) -> CreateUser {
+    CreateUser {
+        first_name: "Bench".into(),
+        last_name: format!("Seller{n}"),
+        email: format!("b{n}@example.com"),
+        country_code: "1".into(),
+        phone_number: format!("9{n:09}"),
+        metadata: None,
+    }
+}
+
+/// Writes a CSV at `csv` paying each of `users` (payee n is user n) and submits it.
+pub(super) async fn submit_paying(
+    store: &Store,
+    queue: &mut Queue,
+    csv: &std::path::Path,
+    users: &[uuid::Uuid],
+) -> anyhow::Result<BatchId> {
+    let mut out = String::from("payee_id,amount,dots_user_id\n");
+    for (n, u) in users.iter().enumerate() {
+        out.push_str(&format!("b-{n:08},{}.{:02},{u}\n", 1 + n % 900, n % 100));
+    }
+    std::fs::write(csv, out)?;
+    match submit_file(store, queue, csv, &SubmitOptions::default()).await? {
         Submitted::New { batch, .. } => Ok(batch),
         other => anyhow::bail!("unexpected {other:?}"),
     }
+}
+
+/// N known payees (Dots users made directly in the simulator) and a CSV paying them.
+async fn known_batch(r: &mut Rig, dir: &std::path::Path, items: u64) -> anyhow::Result<BatchId> {
+    let users: Vec<_> = (0..items)
+        .map(|n| r.sim.sim.create_user(bench_user(n)).id)
+        .collect();
+    let csv = dir.join(format!("bench-{items}.csv"));
+    submit_paying(&r.store, &mut r.queue, &csv, &users).await
 }
 
 /// Runs a worker until the batch settles; returns the time and RSS samples (MiB).

@@ -233,6 +233,17 @@ impl TestApp {
             .collect()
     }
 
+    /// The kinds of an item's events, oldest first.
+    pub async fn event_kinds(&self, id: payrun::batch::ItemId) -> Vec<String> {
+        self.store
+            .item_events(id)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect()
+    }
+
     pub fn ledger(&self) -> Ledger {
         self.sim().ledger()
     }
