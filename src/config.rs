@@ -211,6 +211,7 @@ impl Settings {
             timeout: Duration::from_secs(self.dots.timeout_secs),
             connect_timeout: Duration::from_secs(self.dots.connect_timeout_secs),
             rate_limit_rps: self.dots.rate_limit_rps,
+            read_retry: crate::dots::retry::ReadRetry::from(&self.worker),
         }
     }
 }

@@ -100,6 +100,9 @@ pub fn compare(batch: BatchId, items: &[ItemRecord], transfers: &[SeenTransfer])
 }
 
 /// `payrun audit BATCH`: lists every transfer Dots has for the batch's users and compares.
+/// Each page is read with the client's retrying read path (`dots::retry`): 429s, 5xx and lost
+/// answers are asked again with the worker's backoff, so a flaky API slows an audit down
+/// instead of failing it.
 pub async fn audit_batch(
     store: &Store,
     dots: &DotsClient,
@@ -114,7 +117,7 @@ pub async fn audit_batch(
     users.dedup();
     let mut seen = Vec::new();
     for u in users {
-        for t in dots.list_all_transfers(u).await? {
+        for t in dots.list_all_transfers_retrying(u).await? {
             seen.push(SeenTransfer {
                 id: t.id,
                 user_id: t.user_id,

@@ -16,6 +16,7 @@ use crate::dots::sim::{Ledger, Sim, SimConfig};
 use crate::dots::types::CreateUser;
 use crate::jobs::{Engine, Queue};
 use crate::store::Store;
+use crate::store::source::ExampleSeller;
 
 use super::audit::{SeenTransfer, compare};
 use super::{SubmitOptions, Submitted, submit_file};
@@ -73,6 +74,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
         .context("opening the database")?;
     // Sellers onboarded before this batch: Dots users exist, payrun knows them.
     let mut known = 0;
+    let mut contacts: HashMap<String, ExampleSeller> = HashMap::new();
     let mut rdr = csv::Reader::from_path(&opts.known_sellers)
         .with_context(|| format!("reading {}", opts.known_sellers.display()))?;
     for rec in rdr.deserialize::<HashMap<String, String>>() {
@@ -87,6 +89,18 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
             metadata: None,
         });
         store.remember_payee(&g("payee_id"), user.id).await?;
+        contacts.insert(
+            g("payee_id"),
+            ExampleSeller {
+                seller_id: g("payee_id"),
+                first_name: g("first_name"),
+                last_name: g("last_name"),
+                email: g("email"),
+                country_code: g("country_code"),
+                phone_number: g("phone_number"),
+                ..Default::default()
+            },
+        );
         known += 1;
     }
     println!("{known} sellers already have Dots users");
@@ -197,7 +211,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
         audit.orphans.len()
     );
     let one_per_item = ledger.transfers.len() == items.len();
-    write_marketplace_example(&items).await?;
+    write_marketplace_example(&items, &contacts).await?;
     let all_settled = items
         .iter()
         .all(|i| matches!(i.state.as_str(), "completed" | "awaiting_payout"));
@@ -209,17 +223,39 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
     })
 }
 
-/// The example source table `jobs/weekly-sellers.toml` reads: the sellers' next balances, in
-/// `data/marketplace.db` (a stand-in for the marketplace's own database).
-async fn write_marketplace_example(items: &[crate::store::ItemRecord]) -> anyhow::Result<()> {
+/// The example source table `jobs/weekly-sellers.toml` reads: the sellers' next balances and
+/// contact details, in `data/marketplace.db` (a stand-in for the marketplace's own database).
+/// With the contact details, `payrun jobs run weekly-sellers` makes a payable batch on any
+/// payrun database — the default one included, which has never seen these sellers.
+async fn write_marketplace_example(
+    items: &[crate::store::ItemRecord],
+    known: &HashMap<String, ExampleSeller>,
+) -> anyhow::Result<()> {
     let path = std::path::Path::new("data/marketplace.db");
-    let balances: Vec<(String, i64)> = items
+    let sellers: Vec<ExampleSeller> = items
         .iter()
-        .map(|i| (i.payee_id.clone(), i.amount_cents / 2 + 1))
+        .map(|i| {
+            let contact = known.get(&i.payee_id).cloned().unwrap_or_else(|| {
+                let f = |v: &Option<String>| v.clone().unwrap_or_default();
+                ExampleSeller {
+                    first_name: f(&i.first_name),
+                    last_name: f(&i.last_name),
+                    email: f(&i.email),
+                    country_code: f(&i.country_code),
+                    phone_number: f(&i.phone_number),
+                    ..Default::default()
+                }
+            });
+            ExampleSeller {
+                seller_id: i.payee_id.clone(),
+                balance_cents: i.amount_cents / 2 + 1,
+                ..contact
+            }
+        })
         .collect();
-    crate::store::source::write_example_marketplace(path, &balances).await?;
+    crate::store::source::write_example_marketplace(path, &sellers).await?;
     println!(
-        "example source table for jobs/weekly-sellers.toml written to {} (try `payrun jobs list`)",
+        "example source table for jobs/weekly-sellers.toml written to {} (try `payrun jobs list`, then `payrun jobs run weekly-sellers`)",
         path.display()
     );
     Ok(())

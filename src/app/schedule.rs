@@ -232,10 +232,20 @@ pub async fn tick(
                     Ok(TickOutcome::Batches(vec![batch.to_string()]))
                 }
                 Ok(_) => Ok(TickOutcome::AlreadyDone),
-                Err(e) if e.is_bad_input() => Ok(TickOutcome::Rejected(e.to_string())),
+                Err(e) if e.is_bad_input() => Ok(TickOutcome::Rejected(query_rejected(&e))),
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+/// Why the query's rows were rejected, without the path of the temporary file they went
+/// through (it is gone, and means nothing to the reader).
+fn query_rejected(e: &SubmitError) -> String {
+    match e {
+        SubmitError::Invalid { source, .. } => format!("the query's rows: {source}"),
+        SubmitError::Rejected { source, .. } => format!("the query's rows: {source}"),
+        other => other.to_string(),
     }
 }
 

@@ -171,16 +171,19 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let engine = ctx.engine(&store)?;
             let bars = print::Bars::new(&store, batch).await?;
             let watch = store.clone();
+            // Settled, or SIGINT/SIGTERM: either ends the worker gracefully (jobs in flight
+            // finish and release their items), never by dropping it mid-call.
+            let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = interrupted.clone();
             let until = async move {
-                let _ = app::wait_settled(&watch, batch, Duration::from_millis(500), |c| {
-                    bars.update(c)
-                })
-                .await;
+                tokio::select! {
+                    _ = app::wait_settled(&watch, batch, Duration::from_millis(500), |c| {
+                        bars.update(c)
+                    }) => {}
+                    _ = shutdown_signal() => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+                }
             };
-            tokio::select! {
-                r = app::work_until(engine, until) => r?,
-                _ = shutdown_signal() => {}
-            }
+            app::work_until(engine, until).await?;
             let status = app::batch_status(&store, batch)
                 .await?
                 .expect("batch exists");
@@ -189,6 +192,11 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 .states
                 .iter()
                 .any(|s| s.state == "failed" && s.items > 0);
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) && !status.settled {
+                eprintln!(
+                    "interrupted; jobs in flight finished, the rest waits: run `payrun worker` to finish batch {batch}"
+                );
+            }
             Ok(if failed || !status.settled {
                 exit::FAILED
             } else {
@@ -333,12 +341,13 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     let mut queue = ctx.queue(&store);
                     let out =
                         app::schedule::run_now(&store, &mut queue, s, &ctx.settings.limits).await?;
+                    // A rejected source is bad input (its rows): exit 2, like a rejected file.
+                    if out.is_failure() {
+                        eprintln!("error: schedule {name:?} {out}");
+                        return Ok(exit::BAD_INPUT);
+                    }
                     println!("{out}");
-                    Ok(if out.is_failure() {
-                        exit::FAILED
-                    } else {
-                        exit::OK
-                    })
+                    Ok(exit::OK)
                 }
             }
         }

@@ -24,6 +24,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use super::limiter::RateLimiter;
+use super::retry::ReadRetry;
 use super::types::*;
 
 /// How a failed call should be treated by the caller.
@@ -91,6 +92,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Client-side limit, requests per second over every call of this process (0: none).
     pub rate_limit_rps: f64,
+    /// How read-only callers retry (`DotsClient::read_retrying`, in `dots::retry`).
+    pub read_retry: ReadRetry,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -101,6 +104,7 @@ impl fmt::Debug for ClientConfig {
             .field("client_id", &self.client_id)
             .field("api_key", &"<redacted>")
             .field("timeout", &self.timeout)
+            .field("read_retry", &self.read_retry)
             .finish()
     }
 }
@@ -134,6 +138,11 @@ impl DotsClient {
 
     pub fn base_url(&self) -> &str {
         &self.config.base_url
+    }
+
+    /// How read-only callers retry a failed read.
+    pub fn read_retry(&self) -> &ReadRetry {
+        &self.config.read_retry
     }
 
     /// The whole-request timeout: the longest one call can take (connecting included).
@@ -448,6 +457,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             rate_limit_rps: 0.0,
+            read_retry: ReadRetry::default(),
         };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }

@@ -5,5 +5,6 @@
 
 pub mod client;
 pub mod limiter;
+pub mod retry;
 pub mod sim;
 pub mod types;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::money::Cents;
 
+pub mod grouped;
 mod reader;
 
 pub use reader::{COLUMNS, RowReader};

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::json;
 use tracing::{Instrument, info_span};
 
@@ -143,11 +142,12 @@ impl Engine {
     /// Delay before retry number `attempt` (0-based): exponential with full jitter, capped,
     /// and never shorter than what Dots asked for.
     pub fn backoff(&self, attempt: i64, retry_after: Option<Duration>) -> Duration {
-        let base = self.settings.backoff_base_ms.max(1) as f64;
-        let cap = (self.settings.backoff_max_secs * 1000) as f64;
-        let exp = (base * 2f64.powi(attempt.clamp(0, 30) as i32)).min(cap);
-        let jittered = rand::rng().random_range(exp / 2.0..=exp);
-        Duration::from_millis(jittered as u64).max(retry_after.unwrap_or_default())
+        crate::dots::retry::backoff(
+            Duration::from_millis(self.settings.backoff_base_ms),
+            Duration::from_secs(self.settings.backoff_max_secs),
+            attempt,
+            retry_after,
+        )
     }
 
     pub fn next_attempt_at(&self, attempt: i64, err: Option<&DotsError>) -> i64 {

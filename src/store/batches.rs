@@ -46,7 +46,7 @@ pub struct Tick {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateBatchError {
-    #[error("{} row(s) name a payee with no Dots user and no contact details; nothing was stored:\n{}", .0.len(), .0.iter().take(50).map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    #[error("{} row(s) name a payee with no Dots user and no contact details; nothing was stored:\n{}", .0.len(), crate::intake::grouped::render_grouped(.0))]
     UnknownPayees(Vec<RowError>),
     #[error("schedule {} tick {} already made its batch", .0.schedule, .0.at)]
     TickTaken(Tick),

@@ -57,11 +57,24 @@ pub async fn export_query_csv<W: Write>(url: &str, query: &str, out: W) -> Resul
     Ok(n)
 }
 
+/// One seller of the demo's stand-in marketplace: what they are owed and how to reach them.
+#[derive(Debug, Clone, Default)]
+pub struct ExampleSeller {
+    pub seller_id: String,
+    pub balance_cents: i64,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub country_code: String,
+    pub phone_number: String,
+}
+
 /// Writes the demo's stand-in for a marketplace database: table `seller_balances` (seller_id,
-/// balance_cents, memo) in a fresh SQLite file.
+/// balance_cents, contact details, memo) in a fresh SQLite file. The contact details make
+/// every row payable on any payrun database, even one that has never seen the seller.
 pub async fn write_example_marketplace(
     path: &std::path::Path,
-    balances: &[(String, i64)],
+    sellers: &[ExampleSeller],
 ) -> Result<(), StoreError> {
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
@@ -69,14 +82,21 @@ pub async fn write_example_marketplace(
     }
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display())).await?;
     sqlx::raw_sql(
-        "CREATE TABLE seller_balances (seller_id TEXT PRIMARY KEY, balance_cents INTEGER NOT NULL, memo TEXT)",
+        "CREATE TABLE seller_balances (seller_id TEXT PRIMARY KEY, balance_cents INTEGER NOT NULL,
+             first_name TEXT, last_name TEXT, email TEXT, country_code TEXT, phone_number TEXT,
+             memo TEXT)",
     )
     .execute(&pool)
     .await?;
-    for (seller, cents) in balances {
-        sqlx::query("INSERT INTO seller_balances VALUES ($1, $2, 'next week')")
-            .bind(seller)
-            .bind(cents)
+    for s in sellers {
+        sqlx::query("INSERT INTO seller_balances VALUES ($1, $2, $3, $4, $5, $6, $7, 'next week')")
+            .bind(&s.seller_id)
+            .bind(s.balance_cents)
+            .bind(&s.first_name)
+            .bind(&s.last_name)
+            .bind(&s.email)
+            .bind(&s.country_code)
+            .bind(&s.phone_number)
             .execute(&pool)
             .await?;
     }
