@@ -14,7 +14,7 @@ use crate::batch::BatchId;
 use crate::config::Limits;
 use crate::intake::{self, IntakeError, Row, RowReader, Summary};
 use crate::jobs::Queue;
-use crate::jobs::feed::{FeedError, Window};
+use crate::jobs::feed::Window;
 use crate::store::{BatchRows, CreateBatchError, Created, NewBatch, Store, StoreError, Tick};
 
 #[derive(Debug, Clone, Default)]
@@ -68,8 +68,6 @@ pub enum SubmitError {
     Changed { path: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Feed(#[from] FeedError),
 }
 
 impl SubmitError {
@@ -173,8 +171,13 @@ pub async fn submit_file(
     };
     let batch = stored.id;
     if !stored.awaiting_approval && !opts.no_enqueue {
-        // The first window starts at once; the worker's feeder hands over the rest.
-        crate::jobs::feed::top_up(store, queue, Window::default()).await?;
+        // The first window starts at once; the worker's feeder hands over the rest. The batch
+        // is committed: a failure here (SQLite busy with a worker, say) delays nothing the
+        // feeder will not do anyway, so it is no failure of the submit.
+        if let Err(e) = crate::jobs::feed::top_up(store, queue, Window::default()).await {
+            tracing::warn!(batch = %batch, error = %e,
+                "batch stored; handing its first items to the queue failed, the worker's feeder will");
+        }
     }
     Ok(Submitted::New {
         batch,

@@ -1,4 +1,5 @@
-//! Batches: creation (all items in one transaction, streamed in bulk), duplicate detection by content hash,
+//! Batches: creation (all items in one transaction, streamed in bulk), duplicate detection by content hash
+//! (decided by the unique `identity_hash`, so concurrent submits of one file make one batch),
 //! listing and per-state counts.
 
 use sqlx::Row as _;
@@ -182,9 +183,29 @@ impl Store {
             }
             let awaiting = new.approval_threshold_cents > 0 && written.total_cents > new.approval_threshold_cents;
             let status = if awaiting { "awaiting_approval" } else { "approved" };
-            sqlx::query("UPDATE batches SET item_count = $1, total_cents = $2, status = $3, content_hash = $4 WHERE id = $5")
-                .bind(written.rows).bind(written.total_cents).bind(status).bind(&hash).bind(id.to_string())
-                .execute(&mut *tx).await?;
+            // The file's identity (see `identity_hash` in the migrations): unique, so of two
+            // transactions storing the same bytes the database lets one through. PostgreSQL
+            // makes the second wait here for the first to commit, then refuses it; SQLite's
+            // single writer means the check above already saw the first.
+            let identity = (!new.allow_duplicate).then(|| hash.clone());
+            let set = sqlx::query("UPDATE batches SET item_count = $1, total_cents = $2, status = $3, content_hash = $4, identity_hash = $5 WHERE id = $6")
+                .bind(written.rows).bind(written.total_cents).bind(status).bind(&hash).bind(&identity).bind(id.to_string())
+                .execute(&mut *tx).await;
+            match set {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                    // The transaction is aborted (PostgreSQL): drop it, then read the winner.
+                    tx.rollback().await?;
+                    let winner: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM batches WHERE identity_hash = $1")
+                        .bind(&hash).fetch_optional(p).await?;
+                    let winner = winner.ok_or_else(|| StoreError::Corrupt(
+                        "a batch's identity was taken, but no batch holds it".into()))?;
+                    let b = winner.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+                    return Ok(Ok(Created::Existing(b)));
+                }
+                Err(e) => return Err(e.into()),
+            }
             tx.commit().await?;
             Ok(Ok(Created::New(StoredBatch { id, items: written.rows, total_cents: written.total_cents, awaiting_approval: awaiting, content_hash: hash, needing_known_payee: written.needing_known_payee })))
         }.await);

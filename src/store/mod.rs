@@ -18,6 +18,7 @@ mod batches;
 mod bulk;
 mod feed;
 mod items;
+mod migrate_lock;
 mod protocol;
 pub mod source;
 mod transitions;
@@ -99,7 +100,7 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs both migration sets.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        let store = if url.starts_with("sqlite:") {
+        if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -116,6 +117,8 @@ impl Store {
             {
                 std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
             }
+            // One process at a time creates, switches to WAL and migrates the file.
+            let lock = migrate_lock::SetupLock::sqlite(opts.get_filename()).await?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
                 .connect_with(opts.clone())
@@ -131,24 +134,28 @@ impl Store {
                 .max_connections(8)
                 .connect_with(opts)
                 .await?;
-            return Ok(Store {
+            lock.release().await?;
+            Ok(Store {
                 pool: Pool::Sqlite(pool),
-            });
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await?;
-            Store {
+            // One process at a time sets the database up (see `migrate_lock`).
+            let lock = migrate_lock::SetupLock::postgres(&opts).await?;
+            let store = Store {
                 pool: Pool::Postgres(pool),
-            }
+            };
+            store.migrate().await?;
+            lock.release().await?;
+            Ok(store)
         } else {
-            return Err(StoreError::BadUrl(redact_url(url)));
-        };
-        store.migrate().await?;
-        Ok(store)
+            Err(StoreError::BadUrl(redact_url(url)))
+        }
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
