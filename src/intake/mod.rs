@@ -1,7 +1,7 @@
 //! CSV intake: turns an uploaded file into validated payout rows, streaming.
 //!
 //! Guarantees: a file is either accepted whole or rejected whole with every bad row named
-//! (line number as a spreadsheet shows it, column, reason). Nothing here touches the store.
+//! (the physical line a text editor shows, column, reason). Nothing here touches the store.
 //! Storing a file (`app::submit`) reads it once through [`RowReader`] in constant memory and
 //! leaves "one row per payee" to the store's unique index; the full check, [`validate_with`],
 //! runs for dry runs and to explain a rejected file, and holds one 16-byte fingerprint per
