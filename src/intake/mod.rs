@@ -1,7 +1,7 @@
 //! CSV intake: turns an uploaded file into validated payout rows, streaming.
 //!
 //! Guarantees: a file is either accepted whole or rejected whole with every bad row named
-//! (line number as a spreadsheet shows it, column, reason). Nothing here touches the store.
+//! (the physical line a text editor shows, column, reason). Nothing here touches the store.
 //! Storing a file (`app::submit`) reads it once through [`RowReader`] in constant memory and
 //! leaves "one row per payee" to the store's unique index; the full check, [`validate_with`],
 //! runs for dry runs and to explain a rejected file, and holds one 16-byte fingerprint per
@@ -18,8 +18,12 @@ use crate::money::Cents;
 
 pub mod grouped;
 mod reader;
+mod scan;
+mod text;
 
 pub use reader::{COLUMNS, RowReader};
+pub use scan::MAX_RECORD_BYTES;
+pub use text::clip;
 
 /// How we reach a payee who has no Dots user yet (sent to Dots when onboarding).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +55,13 @@ pub struct RowError {
 }
 
 impl std::fmt::Display for RowError {
+    /// `line 5, column amount: reason`, or `line 5: reason` for the record as a whole
+    /// (column `-`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.reason
-        )
+        match self.column.as_str() {
+            "-" => write!(f, "line {}: {}", self.line, self.reason),
+            column => write!(f, "line {}, column {column}: {}", self.line, self.reason),
+        }
     }
 }
 
@@ -67,8 +72,9 @@ pub enum IntakeError {
     Io(#[from] std::io::Error),
     #[error("bad header: {0}")]
     Header(String),
-    #[error("{} bad row(s); the whole file was rejected and nothing was stored:\n{}", .errors.len(), render(.errors))]
-    Rows { errors: Vec<RowError> },
+    /// The first [`KEPT_ERRORS`] problems, in file order, and how many there were in all.
+    #[error("{total} bad row(s); the whole file was rejected and nothing was stored:\n{}", render(.errors, *.total))]
+    Rows { errors: Vec<RowError>, total: u64 },
     #[error("the file has no rows")]
     Empty,
     #[error(
@@ -77,15 +83,19 @@ pub enum IntakeError {
     BatchTooLarge { total: String, max: String },
 }
 
-fn render(errors: &[RowError]) -> String {
+/// How many problems a rejected file's error keeps (the rest are only counted).
+pub const KEPT_ERRORS: usize = 1000;
+
+fn render(errors: &[RowError], total: u64) -> String {
     const SHOWN: usize = 50;
     let mut s: Vec<String> = errors
         .iter()
         .take(SHOWN)
         .map(|e| format!("  {e}"))
         .collect();
-    if errors.len() > SHOWN {
-        s.push(format!("  ... and {} more", errors.len() - SHOWN));
+    let shown = s.len() as u64;
+    if total > shown {
+        s.push(format!("  ... and {} more", total - shown));
     }
     s.join("\n")
 }
@@ -113,6 +123,13 @@ pub fn validate_with<R: Read>(input: R, limits: &Limits) -> Result<Summary, Inta
         hasher: Sha256::new(),
     };
     let mut errors = Vec::new();
+    let mut total_errors = 0u64;
+    let mut note = |e: RowError| {
+        total_errors += 1;
+        if errors.len() < KEPT_ERRORS {
+            errors.push(e);
+        }
+    };
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut rows = 0u64;
     let mut total: i64 = 0;
@@ -125,16 +142,16 @@ pub fn validate_with<R: Read>(input: R, limits: &Limits) -> Result<Summary, Inta
             if let Some(payee) = reader.current_payee() {
                 let line = reader.current_line();
                 if let Some(first) = seen.insert(fingerprint(payee), line) {
-                    errors.push(RowError {
+                    note(RowError {
                         line,
                         column: "payee_id".into(),
-                        reason: format!("payee {payee:?} already appears on line {first}"),
+                        reason: format!("payee {:?} already appears on line {first}", clip(payee)),
                     });
                 }
             }
             match res {
                 Ok(row) => match item_over_limit(&row, limits) {
-                    Some(e) => errors.push(e),
+                    Some(e) => note(e),
                     None => {
                         total = total.saturating_add(row.amount.get());
                         if row.dots_user_id.is_none() && row.contact.is_none() {
@@ -142,15 +159,18 @@ pub fn validate_with<R: Read>(input: R, limits: &Limits) -> Result<Summary, Inta
                         }
                     }
                 },
-                Err(mut e) => errors.append(&mut e),
+                Err(e) => e.into_iter().for_each(&mut note),
             }
         }
     }
-    // Read to the end so the hash covers the whole file even after a CSV error.
-    std::io::copy(&mut hashing, &mut std::io::sink())?;
-    if !errors.is_empty() {
-        return Err(IntakeError::Rows { errors });
+    if total_errors > 0 {
+        return Err(IntakeError::Rows {
+            errors,
+            total: total_errors,
+        });
     }
+    // The reader has read to the end: the hash covers the whole file. (After an error it
+    // may have stopped early, at a record over the size cap, and the hash is not wanted.)
     if rows == 0 {
         return Err(IntakeError::Empty);
     }
@@ -207,6 +227,9 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 #[cfg(test)]
+mod edge_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -236,7 +259,7 @@ s2,-3,,,,,
 s1,1,,,,,
 s4,1,nope,A,B,1,55
 ";
-        let IntakeError::Rows { errors } = validate(bad.as_bytes()).unwrap_err() else {
+        let IntakeError::Rows { errors, .. } = validate(bad.as_bytes()).unwrap_err() else {
             panic!("expected row errors")
         };
         let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();

@@ -1,12 +1,15 @@
 //! The CSV row parser: one validated `Row` (or every problem on it) at a time, holding only
-//! the current record.
+//! the current record. Lines are the ones a text editor shows, from [`Scanner`]; a record
+//! over [`MAX_RECORD_BYTES`] or a quote left open at the end of the file ends the file there.
 
 use std::io::Read;
 
 use uuid::Uuid;
 
+use super::scan::{Fault, MAX_RECORD_BYTES, Scanner, Start};
+use super::text::{clip, describe, may_refuse, refused};
 use super::{Contact, IntakeError, Row, RowError};
-use crate::money::Cents;
+use crate::money::{Cents, MoneyError};
 
 /// Columns the file may carry. `payee_id` and `amount` are required.
 pub const COLUMNS: &[&str] = &[
@@ -35,10 +38,16 @@ const CONTACT: [usize; 5] = [FIRST, LAST, EMAIL, COUNTRY, PHONE];
 
 /// Pass two (and the parser behind pass one): yields validated rows one at a time.
 pub struct RowReader<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<Scanner<R>>,
     /// Where each of COLUMNS is in the file.
     index: [Option<usize>; COLUMNS.len()],
+    /// The name of each of the file's columns.
+    names: Vec<&'static str>,
     record: csv::StringRecord,
+    /// The physical line the record last read starts on.
+    line: u64,
+    /// The file was found broken (or unreadable) and reported: no more rows.
+    ended: bool,
 }
 
 impl<R: Read> RowReader<R> {
@@ -48,23 +57,36 @@ impl<R: Read> RowReader<R> {
             .flexible(false)
             .trim(csv::Trim::All)
             .buffer_capacity(1 << 16)
-            .from_reader(input);
-        let headers = reader
-            .headers()
-            .map_err(|e| IntakeError::Header(e.to_string()))?
-            .clone();
+            .from_reader(Scanner::new(input));
+        let headers = reader.headers().cloned();
+        let start = reader.get_mut().take_start(0);
+        if let Some((at, fault)) = reader.get_ref().fault()
+            && start.is_none_or(|s| s == at)
+        {
+            let (column, reason) = fault_error(fault, at.line, |f| format!("{}", f + 1));
+            let e = RowError {
+                line: at.line,
+                column,
+                reason,
+            };
+            return Err(IntakeError::Header(e.to_string()));
+        }
+        let headers = headers.map_err(|e| IntakeError::Header(e.to_string()))?;
         let mut index = [None; COLUMNS.len()];
+        let mut names = Vec::with_capacity(headers.len());
         let mut problems = Vec::new();
         for (i, h) in headers.iter().enumerate() {
             let name = h.trim_start_matches('\u{feff}');
             match COLUMNS.iter().position(|c| *c == name) {
                 Some(c) => {
+                    names.push(COLUMNS[c]);
                     if index[c].replace(i).is_some() {
                         problems.push(format!("column {name:?} appears twice"));
                     }
                 }
                 None => problems.push(format!(
-                    "unknown column {name:?} (expected some of: {})",
+                    "unknown column {:?} (expected some of: {})",
+                    clip(name),
                     COLUMNS.join(", ")
                 )),
             }
@@ -83,28 +105,78 @@ impl<R: Read> RowReader<R> {
         Ok(RowReader {
             reader,
             index,
+            names,
             record: csv::StringRecord::new(),
+            line: 1,
+            ended: false,
         })
     }
 
     /// The next row, or every problem found on it.
     pub fn next_row(&mut self) -> Option<Result<Row, Vec<RowError>>> {
-        match self.reader.read_record(&mut self.record) {
+        if self.ended {
+            return None;
+        }
+        let read = self.reader.read_record(&mut self.record);
+        let position = match &read {
+            Ok(_) => self.record.position(),
+            Err(e) => e.position(),
+        };
+        let start: Option<Start> =
+            position.and_then(|p| self.reader.get_mut().take_start(p.byte()));
+        self.line = start.map_or_else(|| self.reader.get_ref().line(), |s| s.line);
+        if let Some((at, fault)) = self.reader.get_ref().fault()
+            && start.is_none_or(|s| s == at)
+        {
+            // The record the input broke in is the last one the parser gives.
+            self.line = at.line;
+            return self.end(fault_error(fault, at.line, |f| self.column_name(f)));
+        }
+        match read {
             Ok(false) => None,
-            Ok(true) => {
-                let line = self.record.position().map_or(0, |p| p.line());
-                Some(self.parse(line))
-            }
+            Ok(true) => Some(self.parse(self.line)),
             Err(e) => {
                 self.record.clear();
-                let line = e.position().map_or(0, |p| p.line());
+                let (column, reason) = match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => (
+                        "-".into(),
+                        format!("has {len} fields, but the header has {expected_len}"),
+                    ),
+                    csv::ErrorKind::Utf8 { err, .. } => (
+                        self.column_name(err.field()),
+                        "is not valid UTF-8 text".into(),
+                    ),
+                    csv::ErrorKind::Io(e) => {
+                        return self.end(("-".into(), format!("cannot read the file: {e}")));
+                    }
+                    _ => ("-".into(), format!("unreadable CSV: {e}")),
+                };
                 Some(Err(vec![RowError {
-                    line,
-                    column: "-".into(),
-                    reason: format!("unreadable CSV: {e}"),
+                    line: self.line,
+                    column,
+                    reason,
                 }]))
             }
         }
+    }
+
+    /// Reports `(column, reason)` on the current line, and ends the file there.
+    fn end(&mut self, (column, reason): (String, String)) -> Option<Result<Row, Vec<RowError>>> {
+        self.ended = true;
+        self.record.clear();
+        Some(Err(vec![RowError {
+            line: self.line,
+            column,
+            reason,
+        }]))
+    }
+
+    fn column_name(&self, field: usize) -> String {
+        self.names
+            .get(field)
+            .map_or_else(|| format!("{}", field + 1), |n| n.to_string())
     }
 
     /// The `payee_id` of the row last read, if it has one.
@@ -114,7 +186,7 @@ impl<R: Read> RowReader<R> {
 
     /// The line of the row last read.
     pub fn current_line(&self) -> u64 {
-        self.record.position().map_or(0, |p| p.line())
+        self.line
     }
 
     fn get(&self, col: usize) -> Option<&str> {
@@ -136,7 +208,7 @@ impl<R: Read> RowReader<R> {
                 err("payee_id", "is required".into());
                 String::new()
             }
-            Some(p) if p.len() > 200 => {
+            Some(p) if p.chars().count() > 200 => {
                 err("payee_id", "is longer than 200 characters".into());
                 String::new()
             }
@@ -148,7 +220,7 @@ impl<R: Read> RowReader<R> {
                 None
             }
             Some(Err(e)) => {
-                err("amount", e.to_string());
+                err("amount", clip_money(e).to_string());
                 None
             }
             Some(Ok(c)) => Some(c),
@@ -186,18 +258,21 @@ impl<R: Read> RowReader<R> {
                 }
             }
             if !looks_like_email(&c.email) {
-                err("email", format!("{:?} is not an email address", c.email));
+                err(
+                    "email",
+                    format!("{:?} is not an email address", clip(&c.email)),
+                );
             }
             if !digits(&c.country_code, 1, 3) {
                 err(
                     "country_code",
-                    format!("{:?} must be 1-3 digits, e.g. 1", c.country_code),
+                    format!("{:?} must be 1-3 digits, e.g. 1", clip(&c.country_code)),
                 );
             }
             if !digits(&c.phone_number, 1, 20) {
                 err(
                     "phone_number",
-                    format!("{:?} must be 1-20 digits", c.phone_number),
+                    format!("{:?} must be 1-20 digits", clip(&c.phone_number)),
                 );
             }
             Some(c)
@@ -205,6 +280,14 @@ impl<R: Read> RowReader<R> {
         let memo = self.get(MEMO).map(str::to_string);
         if memo.as_ref().is_some_and(|m| m.chars().count() > 500) {
             err("memo", "is longer than 500 characters".into());
+        }
+        if may_refuse(self.record.as_slice().as_bytes()) {
+            for (i, v) in self.record.iter().enumerate() {
+                if let Some((at, c)) = refused(v, Some(i) == self.index[MEMO]) {
+                    let reason = format!("contains {} at character {at}", describe(c));
+                    err(self.names.get(i).copied().unwrap_or("-"), reason);
+                }
+            }
         }
         match (errs.is_empty(), amount) {
             (true, Some(amount)) => Ok(Row {
@@ -217,6 +300,42 @@ impl<R: Read> RowReader<R> {
             }),
             _ => Err(errs),
         }
+    }
+}
+
+/// The error for `fault`, found in the record starting on `line`, as `(column, reason)`.
+fn fault_error(fault: Fault, line: u64, column: impl Fn(usize) -> String) -> (String, String) {
+    match fault {
+        Fault::TooLong => (
+            "-".into(),
+            format!("record longer than {MAX_RECORD_BYTES} bytes"),
+        ),
+        Fault::OpenQuote { line: at, field } => {
+            let opened = if at == line {
+                String::new()
+            } else {
+                format!(" on line {at}")
+            };
+            (
+                column(field),
+                format!(
+                    "the quote opened{opened} is never closed: the rest of the file would be \
+                     part of this field (close it; a quote inside a quoted field is written \"\")"
+                ),
+            )
+        }
+    }
+}
+
+/// `e` with the value it echoes cut short.
+fn clip_money(e: MoneyError) -> MoneyError {
+    let c = |s: String| clip(&s).into_owned();
+    match e {
+        MoneyError::Empty => MoneyError::Empty,
+        MoneyError::Malformed(s) => MoneyError::Malformed(c(s)),
+        MoneyError::TooPrecise(s) => MoneyError::TooPrecise(c(s)),
+        MoneyError::NotPositive(s) => MoneyError::NotPositive(c(s)),
+        MoneyError::TooLarge(s) => MoneyError::TooLarge(c(s)),
     }
 }
 

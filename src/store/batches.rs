@@ -176,7 +176,7 @@ impl Store {
                     let errs = unknown.iter().map(|r| RowError {
                         line: r.get::<i64, _>(0) as u64,
                         column: "dots_user_id".into(),
-                        reason: format!("payee {:?} has no known Dots user: give dots_user_id or first_name, last_name, email, country_code and phone_number", r.get::<String, _>(1)),
+                        reason: format!("payee {:?} has no known Dots user: give dots_user_id or first_name, last_name, email, country_code and phone_number", crate::intake::clip(&r.get::<String, _>(1))),
                     }).collect();
                     return Ok(Err(CreateBatchError::UnknownPayees(errs)));
                 }
