@@ -53,7 +53,7 @@ async fn refused_requests_get_401_and_never_reach_the_handler() {
     let good = signed("svix", "msg_1", NOW, &body);
     let mut wrong_sig = good.clone();
     wrong_sig[2].1 =
-        Verifier::new("whsec_c29tZW9uZSBlbHNl")
+        Verifier::new("whsec_c29tZW9uZSBlbHNlIGVudGlyZWx5")
             .unwrap()
             .sign("msg_1", NOW, body.as_bytes());
     let cases: Vec<(&str, Headers, String)> = vec![
