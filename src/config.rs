@@ -327,11 +327,22 @@ mod tests {
             Settings::builtin().dashboard.secure_cookie,
             SecureCookie::Auto
         );
-        for lo in ["127.0.0.1:8080", "127.1.2.3:80", "[::1]:8080", "localhost:8080", "::1"] {
+        for lo in [
+            "127.0.0.1:8080",
+            "127.1.2.3:80",
+            "[::1]:8080",
+            "localhost:8080",
+            "::1",
+        ] {
             assert!(!SecureCookie::Auto.resolve(lo), "{lo}");
             assert!(SecureCookie::Always.resolve(lo), "{lo}");
         }
-        for public in ["0.0.0.0:8080", "[::]:8080", "10.0.0.5:8080", "payrun.example:443"] {
+        for public in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.0.0.5:8080",
+            "payrun.example:443",
+        ] {
             assert!(SecureCookie::Auto.resolve(public), "{public}");
             assert!(!SecureCookie::Never.resolve(public), "{public}");
         }
@@ -356,7 +367,10 @@ mod tests {
         ] {
             s.database.url = url.into();
             let shown = format!("{s:?}");
-            assert!(!shown.contains("s3cretpw") && !shown.contains("ss#word"), "{shown}");
+            assert!(
+                !shown.contains("s3cretpw") && !shown.contains("ss#word"),
+                "{shown}"
+            );
             assert!(shown.contains("u:***@"), "{shown}");
         }
     }

@@ -102,7 +102,14 @@ mod tests {
 
     #[test]
     fn formula_cells_get_a_quote_and_others_do_not() {
-        for s in ["=HYPERLINK(\"x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+        for s in [
+            "=HYPERLINK(\"x\")",
+            "+cmd|' /C calc'!A0",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
             assert_eq!(csv_cell(s), format!("'{s}"));
         }
         for s in ["seller-1", "12.34", "", "a=b"] {

@@ -475,7 +475,9 @@ async fn the_session_cookie_holds_a_value_derived_from_the_token_never_the_token
     let base = serve_dashboard(&app, TOKEN).await;
     let http = client();
     let pair = session_cookie(&http, &base).await;
-    let value = pair.strip_prefix("payrun_token=").expect("the session cookie");
+    let value = pair
+        .strip_prefix("payrun_token=")
+        .expect("the session cookie");
     assert!(!value.contains(TOKEN), "the cookie holds the token: {pair}");
     assert!(
         value.len() == 64 && value.bytes().all(|c| c.is_ascii_hexdigit()),
@@ -517,7 +519,10 @@ async fn the_session_cookie_is_secure_unless_configured_for_plain_http(b: Backen
 
 async fn stored_control_and_bidi_characters_show_as_visible_escapes_on_every_page(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
-    let csv = format!("{HEADER}{}", new_payee_row("plain-payee", "3.00", "5550961"));
+    let csv = format!(
+        "{HEADER}{}",
+        new_payee_row("plain-payee", "3.00", "5550961")
+    );
     let batch = app.batch(&csv).await;
     let item = app.item(batch, "plain-payee").await.id;
     // Written straight into the store, as an earlier version or a DB schedule could have.
@@ -548,6 +553,9 @@ async fn stored_control_and_bidi_characters_show_as_visible_escapes_on_every_pag
             page.contains("admin\\u{202e}gpj.exe\\u{1b}[31m\\u{2066}x"),
             "{path}: the payee id shows escaped"
         );
-        assert!(page.contains("boom\\u{1b}]8;;http://evil\\u{7}"), "{path}: the error too");
+        assert!(
+            page.contains("boom\\u{1b}]8;;http://evil\\u{7}"),
+            "{path}: the error too"
+        );
     }
 }

@@ -53,9 +53,7 @@ async fn show_and_cancel_print_stored_control_and_bidi_characters_as_visible_esc
     let error = "boom\u{1b}[31m\u{2066}red\u{2069}\r\u{200f}\u{61c}";
     raw_exec(
         &app,
-        &format!(
-            "UPDATE items SET payee_id = '{evil}', last_error = '{error}' WHERE id = '{a}'"
-        ),
+        &format!("UPDATE items SET payee_id = '{evil}', last_error = '{error}' WHERE id = '{a}'"),
     )
     .await;
     raw_exec(
@@ -100,7 +98,11 @@ async fn the_report_csv_defuses_cells_a_spreadsheet_would_read_as_formulas(b: Ba
     ];
     let mut csv = HEADER.to_string();
     for n in 0..formulas.len() {
-        csv.push_str(&new_payee_row(&format!("p{n}"), "1.00", &format!("55509{n:02}")));
+        csv.push_str(&new_payee_row(
+            &format!("p{n}"),
+            "1.00",
+            &format!("55509{n:02}"),
+        ));
     }
     csv.push_str(&new_payee_row("plain-seller", "2.50", "5550980"));
     let batch = app.batch(&csv).await;

@@ -74,14 +74,27 @@ async fn no_error_path_prints_the_database_password() {
         for (how, args, env) in [
             ("env", vec!["status"], &by_env[..]),
             ("flag", vec!["--database-url", url, "status"], &[][..]),
-            ("flag, json logs", vec!["--log-format", "json", "--database-url", url, "show", "x"], &[][..]),
+            (
+                "flag, json logs",
+                vec!["--log-format", "json", "--database-url", url, "show", "x"],
+                &[][..],
+            ),
         ] {
             let (code, out) = payrun(dir.path(), &args, env, Duration::from_secs(60)).await;
-            assert!(code.is_some_and(|c| c != 0), "{url} ({how}) exits non-zero: {out}");
+            assert!(
+                code.is_some_and(|c| c != 0),
+                "{url} ({how}) exits non-zero: {out}"
+            );
             for secret in [PASSWORD, "ss#word", "pa@ss"] {
-                assert!(!out.contains(secret), "{url} ({how}) shows {secret:?}:\n{out}");
+                assert!(
+                    !out.contains(secret),
+                    "{url} ({how}) shows {secret:?}:\n{out}"
+                );
             }
-            assert!(out.contains("***"), "{url} ({how}) says which URL failed: {out}");
+            assert!(
+                out.contains("***"),
+                "{url} ({how}) says which URL failed: {out}"
+            );
         }
     }
 }
@@ -108,7 +121,11 @@ async fn a_schedule_source_url_never_shows_its_password() {
     }
     let db = format!("sqlite://{}", dir.path().join("payrun.db").display());
     let env = [("PAYRUN_DATABASE_URL", db.as_str())];
-    for args in [&["jobs", "list"][..], &["jobs", "run", "s0"], &["jobs", "run", "s1"]] {
+    for args in [
+        &["jobs", "list"][..],
+        &["jobs", "run", "s0"],
+        &["jobs", "run", "s1"],
+    ] {
         let (code, out) = payrun(dir.path(), args, &env, Duration::from_secs(60)).await;
         assert!(code.is_some(), "{args:?}: {out}");
         for secret in [PASSWORD, "ss#word", "pa@ss"] {
@@ -132,7 +149,10 @@ async fn serve_refuses_a_dashboard_token_under_32_characters_without_showing_it(
     let short = "short-dash-token-1234567";
     let (code, out) = serve_with(b, &[("PAYRUN_DASHBOARD_TOKEN", short)]).await;
     assert_eq!(code, Some(1), "refused at start-up: {out}");
-    assert!(out.contains("PAYRUN_DASHBOARD_TOKEN") && out.contains("32"), "{out}");
+    assert!(
+        out.contains("PAYRUN_DASHBOARD_TOKEN") && out.contains("32"),
+        "{out}"
+    );
     assert!(!out.contains(short), "the token is shown: {out}");
 }
 
@@ -141,7 +161,10 @@ async fn serve_refuses_a_webhook_secret_under_16_bytes_without_showing_it(b: Bac
     let secret = format!("whsec_{key}");
     let (code, out) = serve_with(b, &[("DOTS_WEBHOOK_SECRET", &secret)]).await;
     assert_eq!(code, Some(1), "refused at start-up: {out}");
-    assert!(out.contains("DOTS_WEBHOOK_SECRET") && out.contains("16"), "{out}");
+    assert!(
+        out.contains("DOTS_WEBHOOK_SECRET") && out.contains("16"),
+        "{out}"
+    );
     assert!(!out.contains(&key), "the secret is shown: {out}");
 }
 
@@ -184,7 +207,10 @@ async fn login_cookie(b: Backend, host: &str, env: &[(&str, &str)]) -> String {
         if let Ok(r) = http.get(&url).send().await {
             let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
             let _ = child.kill().await;
-            assert!(!cookie.contains(TOKEN), "the cookie holds the token: {cookie}");
+            assert!(
+                !cookie.contains(TOKEN),
+                "the cookie holds the token: {cookie}"
+            );
             return cookie;
         }
         assert!(child.try_wait().unwrap().is_none(), "serve exited");
@@ -202,7 +228,12 @@ async fn the_session_cookie_is_secure_unless_serve_listens_on_loopback(b: Backen
     assert!(is_secure(&c), "auto, all interfaces: Secure: {c}");
     let c = login_cookie(b, "127.0.0.1", &[]).await;
     assert!(!is_secure(&c), "auto, loopback over HTTP: not Secure: {c}");
-    let c = login_cookie(b, "127.0.0.1", &[("PAYRUN_DASHBOARD_SECURE_COOKIE", "true")]).await;
+    let c = login_cookie(
+        b,
+        "127.0.0.1",
+        &[("PAYRUN_DASHBOARD_SECURE_COOKIE", "true")],
+    )
+    .await;
     assert!(is_secure(&c), "forced on: Secure: {c}");
     let c = login_cookie(b, "0.0.0.0", &[("PAYRUN_DASHBOARD_SECURE_COOKIE", "false")]).await;
     assert!(!is_secure(&c), "forced off: not Secure: {c}");

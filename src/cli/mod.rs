@@ -10,7 +10,6 @@ pub use args::*;
 
 use std::time::Duration;
 
-
 use crate::app::exit;
 use crate::config::Settings;
 use crate::dots::client::DotsClient;
@@ -43,10 +42,7 @@ pub async fn run(cli: Cli) -> i32 {
     match commands::dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!(
-                "error: {}",
-                crate::text::printable_lines(&format!("{e:#}"))
-            );
+            eprintln!("error: {}", crate::text::printable_lines(&format!("{e:#}")));
             exit::FAILED
         }
     }

@@ -87,10 +87,7 @@ fn secrets(url: &str) -> Vec<String> {
     {
         out.push(pw.to_string());
     }
-    let decoded: Vec<String> = out
-        .iter()
-        .filter_map(|s| percent_decode(s))
-        .collect();
+    let decoded: Vec<String> = out.iter().filter_map(|s| percent_decode(s)).collect();
     out.extend(decoded);
     // Longest first, so a piece never leaves the rest of a longer secret behind.
     out.retain(|s| s.chars().count() >= 3);

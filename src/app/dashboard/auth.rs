@@ -128,7 +128,13 @@ mod tests {
     fn only_the_exact_token_passes() {
         let a = auth(TOKEN);
         assert!(a.token_ok(TOKEN));
-        let near = [&TOKEN[1..], &format!("{TOKEN} "), &TOKEN.to_uppercase(), "x", ""];
+        let near = [
+            &TOKEN[1..],
+            &format!("{TOKEN} "),
+            &TOKEN.to_uppercase(),
+            "x",
+            "",
+        ];
         for wrong in near {
             assert!(!a.token_ok(wrong), "{wrong:?} passed");
         }
