@@ -29,9 +29,18 @@ pub enum ConfigError {
     Env { var: String, reason: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct DatabaseSettings {
+    /// May hold the database password: `Debug` shows it redacted (`store::redact_url`).
     pub url: String,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::store::redact_url(&self.url))
+            .finish()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -95,6 +104,73 @@ pub struct ScheduleSettings {
     pub catch_up: bool,
 }
 
+/// Whether the dashboard's session cookie is marked `Secure` (sent by browsers over HTTPS
+/// only): `"auto"` (Secure unless `serve` listens on a loopback address, i.e. plain HTTP on
+/// this machine), `true` (behind a TLS proxy, always) or `false` (never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecureCookie {
+    Auto,
+    Always,
+    Never,
+}
+
+impl SecureCookie {
+    fn parse(v: &str) -> Option<SecureCookie> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(SecureCookie::Auto),
+            "true" | "yes" | "on" | "1" => Some(SecureCookie::Always),
+            "false" | "no" | "off" | "0" => Some(SecureCookie::Never),
+            _ => None,
+        }
+    }
+
+    /// Whether to mark the cookie Secure when serving on `listen` (`host:port`).
+    pub fn resolve(self, listen: &str) -> bool {
+        match self {
+            SecureCookie::Always => true,
+            SecureCookie::Never => false,
+            SecureCookie::Auto => !is_loopback(listen),
+        }
+    }
+}
+
+/// `127.0.0.0/8`, `[::1]` or `localhost`, with or without a port.
+fn is_loopback(listen: &str) -> bool {
+    if let Ok(a) = listen.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    if let Ok(ip) = listen.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
+}
+
+impl<'de> Deserialize<'de> for SecureCookie {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SecureCookie, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(SecureCookie::Always),
+            Raw::Bool(false) => Ok(SecureCookie::Never),
+            Raw::Str(s) => SecureCookie::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "secure_cookie must be \"auto\", true or false, not {s:?}"
+                ))
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DashboardSettings {
+    pub secure_cookie: SecureCookie,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -102,6 +178,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub limits: Limits,
     pub schedules: ScheduleSettings,
+    pub dashboard: DashboardSettings,
 }
 
 impl Settings {
@@ -200,6 +277,13 @@ impl Settings {
         if let Some(v) = get("PAYRUN_SCHEDULES_DIR") {
             self.schedules.dir = v;
         }
+        if let Some(v) = get("PAYRUN_DASHBOARD_SECURE_COOKIE") {
+            self.dashboard.secure_cookie =
+                SecureCookie::parse(&v).ok_or_else(|| ConfigError::Env {
+                    var: "PAYRUN_DASHBOARD_SECURE_COOKIE".into(),
+                    reason: format!("{v:?} is not auto, true or false"),
+                })?;
+        }
         Ok(())
     }
 
@@ -236,6 +320,60 @@ mod tests {
         let s = Settings::builtin();
         assert!(s.database.url.starts_with("sqlite://"));
         assert_eq!(s.worker.onboarding_steps, vec!["compliance"]);
+    }
+
+    #[test]
+    fn secure_cookie_auto_means_secure_unless_listening_on_loopback() {
+        assert_eq!(
+            Settings::builtin().dashboard.secure_cookie,
+            SecureCookie::Auto
+        );
+        for lo in [
+            "127.0.0.1:8080",
+            "127.1.2.3:80",
+            "[::1]:8080",
+            "localhost:8080",
+            "::1",
+        ] {
+            assert!(!SecureCookie::Auto.resolve(lo), "{lo}");
+            assert!(SecureCookie::Always.resolve(lo), "{lo}");
+        }
+        for public in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "10.0.0.5:8080",
+            "payrun.example:443",
+        ] {
+            assert!(SecureCookie::Auto.resolve(public), "{public}");
+            assert!(!SecureCookie::Never.resolve(public), "{public}");
+        }
+        let t: DashboardSettings = toml::from_str("secure_cookie = false").unwrap();
+        assert_eq!(t.secure_cookie, SecureCookie::Never);
+        let t: DashboardSettings = toml::from_str("secure_cookie = \"auto\"").unwrap();
+        assert_eq!(t.secure_cookie, SecureCookie::Auto);
+        assert!(toml::from_str::<DashboardSettings>("secure_cookie = \"maybe\"").is_err());
+        let mut s = Settings::builtin();
+        s.apply_env(|k| (k == "PAYRUN_DASHBOARD_SECURE_COOKIE").then(|| "true".into()))
+            .unwrap();
+        assert_eq!(s.dashboard.secure_cookie, SecureCookie::Always);
+    }
+
+    #[test]
+    fn the_database_password_stays_out_of_debug() {
+        let mut s = Settings::builtin();
+        for url in [
+            "postgres://u:s3cretpw@127.0.0.1:notaport/db",
+            "postgres://u:s3cretpw@[::1]:5432/db",
+            "postgres://u:pa@ss#word@host/db",
+        ] {
+            s.database.url = url.into();
+            let shown = format!("{s:?}");
+            assert!(
+                !shown.contains("s3cretpw") && !shown.contains("ss#word"),
+                "{shown}"
+            );
+            assert!(shown.contains("u:***@"), "{shown}");
+        }
     }
 
     #[test]

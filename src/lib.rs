@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod money;
 pub mod poll;
 pub mod store;
+pub mod text;
 pub mod webhook;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::app::*;
 use fixture::{batch_with_a_failed_item, serve_dashboard};
 
-const TOKEN: &str = "browser-test-token-9876543210";
+const TOKEN: &str = "browser-test-token-9876543210-abcdefgh";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn browser_dir() -> PathBuf {

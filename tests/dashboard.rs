@@ -20,9 +20,24 @@ on_both_backends!(
     rerunning_a_failed_item_through_the_api_sends_it_back_to_awaiting_payout,
     payee_ids_are_html_escaped_on_every_page,
     unknown_batches_and_items_answer_404,
+    the_session_cookie_holds_a_value_derived_from_the_token_never_the_token,
+    the_session_cookie_is_secure_unless_configured_for_plain_http,
+    stored_control_and_bidi_characters_show_as_visible_escapes_on_every_page,
 );
 
-const TOKEN: &str = "dash-test-token-0123456789";
+const TOKEN: &str = "dash-test-token-0123456789-abcdefghij";
+
+/// The `name=value` pair of the session cookie `/login` sets.
+async fn session_cookie(http: &Client, base: &str) -> String {
+    let r = http
+        .get(format!("{base}/login?token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
 
 /// A client that shows redirects instead of following them.
 fn client() -> Client {
@@ -74,7 +89,7 @@ async fn every_page_and_api_route_answers_401_without_the_right_token(b: Backend
         ("authorization", "Bearer ".to_string()),
         (
             "cookie",
-            "payrun_token=dash-test-token-012345678".to_string(),
+            format!("payrun_token={}", &TOKEN[..TOKEN.len() - 1]),
         ),
     ];
     for (name, value) in &wrong {
@@ -192,10 +207,7 @@ async fn login_sets_an_http_only_strict_cookie_that_opens_the_dashboard(b: Backe
         .to_str()
         .unwrap()
         .to_string();
-    assert!(
-        cookie.starts_with(&format!("payrun_token={TOKEN};")),
-        "{cookie}"
-    );
+    assert!(cookie.starts_with("payrun_token="), "{cookie}");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
@@ -219,7 +231,7 @@ async fn a_form_posted_with_the_cookie_alone_needs_the_csrf_field(b: Backend) {
     let batch = app.batch(&csv).await;
     let base = serve_dashboard(&app, TOKEN).await;
     let http = client();
-    let cookie = format!("payrun_token={TOKEN}");
+    let cookie = session_cookie(&http, &base).await;
     let page = http
         .get(format!("{base}/batches/{batch}"))
         .header(header::COOKIE, &cookie)
@@ -456,4 +468,94 @@ async fn unknown_batches_and_items_answer_404(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+async fn the_session_cookie_holds_a_value_derived_from_the_token_never_the_token(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let base = serve_dashboard(&app, TOKEN).await;
+    let http = client();
+    let pair = session_cookie(&http, &base).await;
+    let value = pair
+        .strip_prefix("payrun_token=")
+        .expect("the session cookie");
+    assert!(!value.contains(TOKEN), "the cookie holds the token: {pair}");
+    assert!(
+        value.len() == 64 && value.bytes().all(|c| c.is_ascii_hexdigit()),
+        "an HMAC in hex: {value}"
+    );
+    let status = |r: reqwest::RequestBuilder| async { r.send().await.unwrap().status() };
+    let opened = status(http.get(format!("{base}/")).header(header::COOKIE, &pair)).await;
+    assert_eq!(opened, StatusCode::OK, "the session cookie opens the pages");
+    let raw = status(
+        http.get(format!("{base}/"))
+            .header(header::COOKIE, format!("payrun_token={TOKEN}")),
+    )
+    .await;
+    assert_eq!(raw, StatusCode::UNAUTHORIZED, "the raw token is no session");
+    let as_bearer = status(http.get(format!("{base}/api/batches")).bearer_auth(value)).await;
+    assert_eq!(
+        as_bearer,
+        StatusCode::UNAUTHORIZED,
+        "a leaked cookie is not the token"
+    );
+}
+
+async fn the_session_cookie_is_secure_unless_configured_for_plain_http(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let http = client();
+    for (secure, want) in [(true, true), (false, false)] {
+        let base = fixture::serve_dashboard_with(&app, TOKEN, secure).await;
+        let r = http
+            .get(format!("{base}/login?token={TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap();
+        let flags: Vec<&str> = cookie.split(';').map(str::trim).collect();
+        assert_eq!(flags.contains(&"Secure"), want, "secure={secure}: {cookie}");
+        assert!(flags.contains(&"HttpOnly") && flags.contains(&"SameSite=Strict"));
+    }
+}
+
+async fn stored_control_and_bidi_characters_show_as_visible_escapes_on_every_page(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let csv = format!(
+        "{HEADER}{}",
+        new_payee_row("plain-payee", "3.00", "5550961")
+    );
+    let batch = app.batch(&csv).await;
+    let item = app.item(batch, "plain-payee").await.id;
+    // Written straight into the store, as an earlier version or a DB schedule could have.
+    let evil = "admin\u{202e}gpj.exe\u{1b}[31m\u{2066}x";
+    raw_exec(
+        &app,
+        &format!(
+            "UPDATE items SET payee_id = '{evil}', last_error = 'boom\u{1b}]8;;http://evil\u{7}' WHERE id = '{item}'"
+        ),
+    )
+    .await;
+    let base = serve_dashboard(&app, TOKEN).await;
+    let http = client();
+    for path in [format!("/batches/{batch}"), format!("/items/{item}")] {
+        let page = http
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for c in ['\u{202e}', '\u{1b}', '\u{2066}', '\u{7}'] {
+            assert!(!page.contains(c), "{path} shows {c:?} raw");
+        }
+        assert!(
+            page.contains("admin\\u{202e}gpj.exe\\u{1b}[31m\\u{2066}x"),
+            "{path}: the payee id shows escaped"
+        );
+        assert!(
+            page.contains("boom\\u{1b}]8;;http://evil\\u{7}"),
+            "{path}: the error too"
+        );
+    }
 }

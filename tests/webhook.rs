@@ -52,10 +52,9 @@ async fn refused_requests_get_401_and_never_reach_the_handler() {
     let body = flow_body(Uuid::new_v4());
     let good = signed("svix", "msg_1", NOW, &body);
     let mut wrong_sig = good.clone();
-    wrong_sig[2].1 =
-        Verifier::new("whsec_c29tZW9uZSBlbHNl")
-            .unwrap()
-            .sign("msg_1", NOW, body.as_bytes());
+    wrong_sig[2].1 = Verifier::new("whsec_c29tZW9uZSBlbHNlIGVudGlyZWx5")
+        .unwrap()
+        .sign("msg_1", NOW, body.as_bytes());
     let cases: Vec<(&str, Headers, String)> = vec![
         ("signed with another secret", wrong_sig, body.clone()),
         (

@@ -73,7 +73,8 @@ pub async fn list_status(store: &Store, limit: i64) -> Result<Vec<BatchStatus>, 
 }
 
 /// Writes the per-item CSV: payee, amount, state, Dots user, transfer, flow link, attempts,
-/// last error. Returns the number of rows written.
+/// last error. Returns the number of rows written. Cells that a spreadsheet would read as a
+/// formula get a leading `'` (OWASP's advice on CSV injection).
 pub async fn write_report<W: Write>(
     store: &Store,
     batch: BatchId,
@@ -93,15 +94,18 @@ pub async fn write_report<W: Write>(
     let items = store.batch_items(batch).await?;
     for i in &items {
         let link = i.payout_link.as_deref().or(i.onboarding_link.as_deref());
+        // Every text cell is defused against spreadsheet formulas (`text::csv_cell`): a payee
+        // id such as `=HYPERLINK(..)` is stored as given, but must not run when opened.
+        let cell = crate::text::csv_cell;
         w.write_record([
-            i.payee_id.as_str(),
+            &*cell(&i.payee_id),
             &crate::money::format_cents(i.amount_cents),
-            &i.state,
-            i.dots_user_id.as_deref().unwrap_or(""),
-            i.transfer_id.as_deref().unwrap_or(""),
-            link.unwrap_or(""),
+            &cell(&i.state),
+            &cell(i.dots_user_id.as_deref().unwrap_or("")),
+            &cell(i.transfer_id.as_deref().unwrap_or("")),
+            &cell(link.unwrap_or("")),
             &i.transfer_attempts.to_string(),
-            i.last_error.as_deref().unwrap_or(""),
+            &cell(i.last_error.as_deref().unwrap_or("")),
         ])?;
     }
     w.flush()?;

@@ -4,7 +4,6 @@
 //! rest. The server itself never moves money.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -76,11 +75,13 @@ pub fn webhook_handler(
 }
 
 /// The router `serve` runs: webhooks (when a secret is configured), health, metrics, dashboard.
+/// A webhook secret under 16 key bytes is refused here (the error never shows it); a short
+/// dashboard token cannot be a [`DashboardToken`](super::dashboard::DashboardToken).
 pub fn router(
     engine: Engine,
     queue: Queue,
     webhook_secret: Option<&str>,
-    dashboard_token: Option<String>,
+    dashboard: Option<super::dashboard::DashboardOptions>,
 ) -> anyhow::Result<axum::Router> {
     let mut app = crate::metrics::router(engine.store.clone());
     match webhook_secret {
@@ -94,11 +95,11 @@ pub fn router(
             "DOTS_WEBHOOK_SECRET is not set: the webhook endpoint is off, flows are only polled"
         ),
     }
-    if let Some(token) = dashboard_token {
+    if let Some(options) = dashboard {
         app = app.merge(super::dashboard::router(
             engine.store.clone(),
             queue,
-            Arc::from(token),
+            options,
         ));
     } else {
         warn!("PAYRUN_DASHBOARD_TOKEN is not set: the dashboard is off");

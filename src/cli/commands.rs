@@ -10,6 +10,12 @@ use crate::batch::{BatchId, ItemId};
 use crate::dots::sim::{Sim, SimConfig};
 use crate::money::format_cents;
 
+/// A message (errors, outcomes) as printed: store-sourced text in it cannot drive the
+/// terminal (`text::printable_lines`).
+fn shown(m: &impl std::fmt::Display) -> String {
+    crate::text::printable_lines(&m.to_string()).into_owned()
+}
+
 /// Returns early with the exit code when an id does not parse.
 macro_rules! id {
     ($raw:expr) => {
@@ -26,7 +32,7 @@ macro_rules! ops_try {
         match $e {
             Ok(v) => v,
             Err(e) if e.is_bad_input() => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", shown(&e));
                 return Ok(exit::BAD_INPUT);
             }
             Err(e) => return Err(e.into()),
@@ -101,7 +107,7 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     Ok(exit::OK)
                 }
                 Err(e) if e.is_bad_input() => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", shown(&e));
                     Ok(exit::BAD_INPUT)
                 }
                 Err(e) => Err(e.into()),
@@ -109,14 +115,19 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve { listen } => {
             let engine = ctx.engine(&store)?;
-            let token = std::env::var("PAYRUN_DASHBOARD_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty());
+            // A token too short to be one stops serve at start-up (exit 1, like bad config).
+            let dashboard = match std::env::var("PAYRUN_DASHBOARD_TOKEN") {
+                Ok(t) if !t.is_empty() => Some(app::dashboard::DashboardOptions {
+                    token: app::dashboard::DashboardToken::new(&t)?,
+                    secure_cookie: ctx.settings.dashboard.secure_cookie.resolve(listen),
+                }),
+                _ => None,
+            };
             let router = app::serve::router(
                 engine,
                 ctx.queue(&store),
                 ctx.settings.dots.webhook_secret.as_deref(),
-                token,
+                dashboard,
             )?;
             app::serve::serve(listen, router, shutdown_signal()).await?;
             Ok(exit::OK)
@@ -153,7 +164,7 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let sub = match app::submit_file(&store, &mut queue, file, &opts).await {
                 Ok(sub) => sub,
                 Err(e) if e.is_bad_input() => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", shown(&e));
                     return Ok(exit::BAD_INPUT);
                 }
                 Err(e) => return Err(e.into()),
@@ -317,7 +328,7 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 Ok(was) => println!(
                     "item {id} was {was}; a new flow link is being made (see `payrun show {id}`)"
                 ),
-                Err(why) => println!("item {id}: {why}"),
+                Err(why) => println!("item {id}: {}", shown(&why)),
             }
             Ok(exit::OK)
         }
@@ -343,10 +354,10 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         app::schedule::run_now(&store, &mut queue, s, &ctx.settings.limits).await?;
                     // A rejected source is bad input (its rows): exit 2, like a rejected file.
                     if out.is_failure() {
-                        eprintln!("error: schedule {name:?} {out}");
+                        eprintln!("error: schedule {name:?} {}", shown(&out));
                         return Ok(exit::BAD_INPUT);
                     }
-                    println!("{out}");
+                    println!("{}", shown(&out));
                     Ok(exit::OK)
                 }
             }

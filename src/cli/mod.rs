@@ -10,8 +10,6 @@ pub use args::*;
 
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::app::exit;
 use crate::config::Settings;
 use crate::dots::client::DotsClient;
@@ -44,7 +42,7 @@ pub async fn run(cli: Cli) -> i32 {
     match commands::dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::text::printable_lines(&format!("{e:#}")));
             exit::FAILED
         }
     }
@@ -65,14 +63,8 @@ impl Ctx {
     }
 
     pub async fn store(&self) -> anyhow::Result<Store> {
-        Store::connect(&self.settings.database.url)
-            .await
-            .with_context(|| {
-                format!(
-                    "opening database {}",
-                    crate::store::redact_url(&self.settings.database.url)
-                )
-            })
+        // The error names the (redacted) URL itself; no context holds the raw one.
+        Ok(Store::connect(&self.settings.database.url).await?)
     }
 
     pub fn queue(&self, store: &Store) -> Queue {
@@ -107,8 +99,8 @@ pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> Result<T, i32>
 where
     T::Err: std::fmt::Display,
 {
-    raw.parse().map_err(|e| {
-        eprintln!("error: {e}");
+    raw.parse().map_err(|e: T::Err| {
+        eprintln!("error: {}", crate::text::printable_lines(&e.to_string()));
         exit::BAD_INPUT
     })
 }

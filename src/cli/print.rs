@@ -1,4 +1,6 @@
 //! How results look on a terminal. JSON output is the serde form of the same structs.
+//! Every string that comes from the store (payee ids, errors, event details, sources) goes
+//! through `text::printable` (`p` below): control and bidi characters print as `\u{..}`.
 
 use crate::app::audit::AuditReport;
 use crate::app::ops::{ItemView, OpsReport};
@@ -8,6 +10,7 @@ use crate::batch::BatchId;
 use crate::item::ItemState;
 use crate::money::format_cents;
 use crate::store::{StateCount, Store, StoreError};
+use crate::text::printable as p;
 
 pub fn submitted(s: &Submitted) {
     match s {
@@ -50,8 +53,8 @@ pub fn submitted(s: &Submitted) {
 pub fn status(s: &BatchStatus) {
     println!(
         "batch {}  {}  {} items  {}  {}{}",
-        s.batch_id,
-        s.source,
+        p(&s.batch_id),
+        p(&s.source),
         s.items,
         format_cents(s.total_cents),
         if s.settled { "settled" } else { "in progress" },
@@ -74,34 +77,34 @@ pub fn status(s: &BatchStatus) {
 pub fn item(v: &ItemView) {
     println!(
         "item {}  batch {}  payee {}  {}  {}",
-        v.id,
-        v.batch_id,
-        v.payee_id,
+        p(&v.id),
+        p(&v.batch_id),
+        p(&v.payee_id),
         format_cents(v.amount_cents),
-        v.state
+        p(&v.state)
     );
     println!(
         "  dots user {}  transfer {}  attempts {}",
-        v.dots_user_id.as_deref().unwrap_or("-"),
-        v.transfer_id.as_deref().unwrap_or("-"),
+        p(v.dots_user_id.as_deref().unwrap_or("-")),
+        p(v.transfer_id.as_deref().unwrap_or("-")),
         v.attempts
     );
     if let Some(l) = &v.flow_link {
-        println!("  link {l}");
+        println!("  link {}", p(l));
     }
     if let Some(e) = &v.last_error {
-        println!("  last error: {e}");
+        println!("  last error: {}", p(e));
     }
     for e in &v.events {
         let when = chrono::DateTime::from_timestamp_millis(e.at)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
             .unwrap_or_default();
         let change = match (&e.from_state, &e.to_state) {
-            (Some(f), Some(t)) => format!("{f} -> {t}: "),
-            (None, Some(t)) => format!("-> {t}: "),
+            (Some(f), Some(t)) => format!("{} -> {}: ", p(f), p(t)),
+            (None, Some(t)) => format!("-> {}: ", p(t)),
             _ => String::new(),
         };
-        println!("  {when}  {:<16} {change}{}", e.kind, e.detail);
+        println!("  {when}  {:<16} {change}{}", p(&e.kind), p(&e.detail));
     }
 }
 
@@ -122,7 +125,7 @@ pub fn audit(id: BatchId, r: &AuditReport) {
             if list.is_empty() {
                 "none".to_string()
             } else {
-                list.join(", ")
+                p(&list.join(", ")).into_owned()
             }
         );
     }
@@ -143,12 +146,12 @@ pub fn ops(verb: &str, r: &OpsReport, json: bool) -> anyhow::Result<()> {
     }
     println!("{verb}: {} item(s)", r.done.len());
     for (id, payee) in &r.done {
-        println!("  {payee} ({id})");
+        println!("  {} ({})", p(payee), p(id));
     }
     if !r.skipped.is_empty() {
         println!("not {verb}: {} item(s)", r.skipped.len());
         for (id, payee, why) in &r.skipped {
-            println!("  {payee} ({id}): {why}");
+            println!("  {} ({}): {}", p(payee), p(id), p(why));
         }
     }
     Ok(())
@@ -161,11 +164,11 @@ pub fn schedules(list: &[ScheduleView]) {
     for s in list {
         println!(
             "{:<20} {:<22} next {}  last {}  source {}",
-            s.name,
-            s.cron,
-            s.next_run.as_deref().unwrap_or("never"),
-            s.last_tick.as_deref().unwrap_or("never"),
-            s.source
+            p(&s.name),
+            p(&s.cron),
+            p(s.next_run.as_deref().unwrap_or("never")),
+            p(s.last_tick.as_deref().unwrap_or("never")),
+            p(&s.source)
         );
     }
 }

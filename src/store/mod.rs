@@ -20,12 +20,14 @@ mod feed;
 mod items;
 mod migrate_lock;
 mod protocol;
+mod redact;
 pub mod source;
 mod transitions;
 
 pub use batches::*;
 pub use items::*;
 pub use protocol::*;
+pub use redact::redact_url;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,6 +45,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     BadUrl(String),
+    /// Opening the database failed. Holds only the redacted URL and the driver's message
+    /// scrubbed of the URL and password (never the `sqlx::Error`, whose text may hold them).
+    #[error("cannot open database {url}: {reason}")]
+    Connect { url: String, reason: String },
     #[error("illegal item transition {from} -> {to}")]
     IllegalTransition {
         from: crate::item::ItemState,
@@ -53,6 +59,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A connection-time failure on `url`: driver errors lose the URL and password.
+    pub(crate) fn connect(url: &str, e: StoreError) -> StoreError {
+        match e {
+            StoreError::Db(e) => StoreError::Connect {
+                url: redact_url(url),
+                reason: redact::scrub(&e.to_string(), url),
+            },
+            StoreError::Migrate(e) => StoreError::Connect {
+                url: redact_url(url),
+                reason: redact::scrub(&format!("migration failed: {e}"), url),
+            },
+            StoreError::Corrupt(m) => StoreError::Corrupt(redact::scrub(&m, url)),
+            other => other,
+        }
+    }
+
     /// Busy/locked databases and lost connections pass; constraint violations do not.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -98,8 +120,15 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and runs both migration sets.
+    /// Opens (creating if needed) the database at `url` and runs both migration sets. A
+    /// failure to connect is [`StoreError::Connect`]: its text never holds the password.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(url)
+            .await
+            .map_err(|e| StoreError::connect(url, e))
+    }
+
+    async fn open(url: &str) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -197,17 +226,6 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(&self.pool, p => p.close().await)
-    }
-}
-
-/// A database URL with any password replaced, safe to print.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 

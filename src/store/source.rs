@@ -45,10 +45,12 @@ pub async fn export_query_csv<W: Write>(url: &str, query: &str, out: W) -> Resul
             pool.close().await;
         }};
     }
+    // A connection failure must not show the URL's password (`StoreError::connect`).
+    let opened = |e: sqlx::Error| StoreError::connect(url, e.into());
     if url.starts_with("sqlite:") {
-        export!(sqlx::SqlitePool::connect(url).await?);
+        export!(sqlx::SqlitePool::connect(url).await.map_err(opened)?);
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        export!(sqlx::PgPool::connect(url).await?);
+        export!(sqlx::PgPool::connect(url).await.map_err(opened)?);
     } else {
         return Err(StoreError::BadUrl(super::redact_url(url)));
     }

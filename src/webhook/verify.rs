@@ -33,7 +33,13 @@ pub enum WebhookError {
     BadSignature,
     #[error("webhook secret must be whsec_ followed by base64")]
     BadSecret,
+    #[error("webhook secret is too short: its key must be at least {MIN_SECRET_BYTES} bytes")]
+    ShortSecret,
 }
+
+/// The shortest HMAC key (decoded bytes of a `whsec_` secret) accepted: shorter keys can be
+/// guessed. Dots and Svix issue 24- and 32-byte keys.
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Verifies (and, for the simulator, produces) Svix signatures with one secret.
 #[derive(Clone)]
@@ -77,7 +83,8 @@ pub fn message_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Verifier {
-    /// Build from a `whsec_<base64>` secret (the part after `whsec_` is the HMAC key).
+    /// Build from a `whsec_<base64>` secret (the part after `whsec_` is the HMAC key, at least
+    /// [`MIN_SECRET_BYTES`] bytes once decoded).
     pub fn new(secret: &str) -> Result<Verifier, WebhookError> {
         let encoded = secret
             .trim()
@@ -86,6 +93,9 @@ impl Verifier {
         let key = B64.decode(encoded).map_err(|_| WebhookError::BadSecret)?;
         if key.is_empty() {
             return Err(WebhookError::BadSecret);
+        }
+        if key.len() < MIN_SECRET_BYTES {
+            return Err(WebhookError::ShortSecret);
         }
         Ok(Verifier { key })
     }
@@ -212,6 +222,20 @@ mod tests {
             Verifier::new("whsec_").unwrap_err(),
             WebhookError::BadSecret
         );
+    }
+
+    #[test]
+    fn secrets_whose_key_is_under_16_bytes_are_refused() {
+        let with = |n: usize| format!("whsec_{}", B64.encode(vec![7u8; n]));
+        for n in [1, 8, 15] {
+            assert_eq!(
+                Verifier::new(&with(n)).unwrap_err(),
+                WebhookError::ShortSecret,
+                "{n} bytes"
+            );
+        }
+        assert!(Verifier::new(&with(16)).is_ok());
+        assert!(!WebhookError::ShortSecret.to_string().contains("whsec_"));
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Shared by `tests/dashboard.rs` and `tests/browser.rs`: the dashboard served on a free port,
 //! and a batch with paid items and one item whose payout flow failed for good.
 
-use std::sync::Arc;
-
 use payrun::batch::BatchId;
 use payrun::dots::sim::Fault;
 use payrun::store::ItemRecord;
@@ -10,9 +8,19 @@ use payrun::store::ItemRecord;
 use crate::common::app::*;
 
 /// Serves `payrun::app::dashboard::router` for `app` on 127.0.0.1, returning its base URL.
+/// Loopback over plain HTTP: the session cookie is not `Secure` (`secure_cookie = "auto"`).
 pub async fn serve_dashboard(app: &TestApp, token: &str) -> String {
-    let router =
-        payrun::app::dashboard::router(app.store.clone(), app.queue.clone(), Arc::from(token));
+    serve_dashboard_with(app, token, false).await
+}
+
+/// `serve_dashboard`, with the session cookie's `Secure` flag chosen by the caller.
+#[allow(dead_code)]
+pub async fn serve_dashboard_with(app: &TestApp, token: &str, secure_cookie: bool) -> String {
+    let options = payrun::app::dashboard::DashboardOptions {
+        token: payrun::app::dashboard::DashboardToken::new(token).expect("a long enough token"),
+        secure_cookie,
+    };
+    let router = payrun::app::dashboard::router(app.store.clone(), app.queue.clone(), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");

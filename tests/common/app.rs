@@ -323,3 +323,24 @@ pub async fn raw_count(app: &TestApp, sql: &str) -> i64 {
         }
     }
 }
+
+/// Runs one SQL statement straight on the test's database (not through the store), e.g. to
+/// plant a row an earlier version could have written.
+#[allow(dead_code)]
+pub async fn raw_exec(app: &TestApp, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.db_url)
+                .await
+                .expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("execute");
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.db_url).await.expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("execute");
+            pool.close().await;
+        }
+    }
+}

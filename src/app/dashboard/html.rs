@@ -16,8 +16,11 @@ use crate::batch::{BatchId, ItemId};
 use crate::item::ItemState;
 use crate::money::format_cents;
 
-/// Escapes text for HTML element content and quoted attribute values.
+/// Escapes text for HTML element content and quoted attribute values. Control and bidi
+/// characters are first made visible (`text::printable`): a payee id with U+202E in it shows
+/// as `\u{202e}`, never as another name.
 pub fn esc(s: &str) -> String {
+    let s = crate::text::printable(s);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -103,29 +106,23 @@ pub(super) struct LoginQuery {
     token: Option<String>,
 }
 
-/// `GET /login?token=`: checks the token, stores it in an HttpOnly, SameSite=Strict cookie and
-/// sends the browser to `/`.
+/// `GET /login?token=`: checks the token, stores the session value derived from it (never the
+/// token) in an HttpOnly, SameSite=Strict cookie — `Secure` unless configured off — and sends
+/// the browser to `/`.
 pub(super) async fn login(State(d): State<Dash>, Query(q): Query<LoginQuery>) -> Response {
-    let Some(token) = q.token.filter(|t| d.auth.token_ok(t)) else {
+    if !q.token.is_some_and(|t| d.auth.token_ok(&t)) {
         return super::unauthorized();
-    };
-    // Cookie values cannot hold spaces, quotes, commas, semicolons or backslashes.
-    if !token
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';' | b'\\'))
-    {
-        return (
-            StatusCode::BAD_REQUEST,
-            "this token cannot be a cookie; use the Authorization: Bearer header\n",
-        )
-            .into_response();
     }
+    let secure = if d.secure_cookie { "; Secure" } else { "" };
     (
         StatusCode::SEE_OTHER,
         [
             (
                 header::SET_COOKIE,
-                format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"),
+                format!(
+                    "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+                    d.auth.session
+                ),
             ),
             (header::LOCATION, "/".to_string()),
             (header::CACHE_CONTROL, "no-store".to_string()),

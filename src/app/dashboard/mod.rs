@@ -7,19 +7,26 @@
 //! do what `payrun approve|cancel|rerun|retry-flow` would refuse.
 //!
 //! Guarantees:
-//! - **Auth**: every route but `/login` needs the token, either `Authorization: Bearer <token>`
-//!   or the `payrun_token` cookie (HttpOnly, SameSite=Strict) that `GET /login?token=` sets.
-//!   Without it: 401, pages and API alike. Tokens are compared in constant time (HMAC-SHA256
-//!   under a per-process random key, checked with `verify_slice`), and never logged.
+//! - **Auth**: every route but `/login` needs the token (at least 32 characters), either
+//!   `Authorization: Bearer <token>` or the `payrun_token` session cookie (HttpOnly,
+//!   SameSite=Strict, `Secure` unless served on loopback over plain HTTP: `[dashboard]
+//!   secure_cookie`) that `GET /login?token=` sets. The cookie holds a value derived from the
+//!   token, never the token (`auth`). Without either: 401, pages and API alike. Everything is
+//!   compared in constant time (HMAC-SHA256 under a per-process random key, `verify_slice`),
+//!   and never logged.
 //! - **CSRF**: a POST authenticated by the cookie alone must also carry the CSRF value, an
 //!   HMAC of the token (a hidden `csrf` form field, or the `X-CSRF-Token` header for the API);
 //!   a bearer header needs nothing more, since a browser never adds one by itself.
-//! - **Escaping**: everything user-supplied (payee ids, errors, flash messages) is HTML-escaped;
+//! - **Escaping**: everything user-supplied (payee ids, errors, flash messages) is HTML-escaped,
+//!   with control and bidi characters shown as `\u{..}` (`text::printable`);
 //!   pages send a CSP that allows no script at all.
 
 mod actions;
 mod api;
+mod auth;
 mod html;
+
+pub use auth::{DashboardToken, MIN_TOKEN_CHARS, TokenError};
 
 use std::sync::Arc;
 
@@ -29,8 +36,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+
+use auth::Auth;
 
 use crate::app::ops::OpsError;
 use crate::jobs::Queue;
@@ -41,57 +48,23 @@ pub const COOKIE: &str = "payrun_token";
 /// The header an API client authenticated by the cookie sends the CSRF value in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-type HmacSha256 = Hmac<Sha256>;
-
 #[derive(Clone)]
 struct Dash {
     store: Store,
     queue: Queue,
     auth: Arc<Auth>,
+    /// Whether the session cookie is marked `Secure` (see [`DashboardOptions`]).
+    secure_cookie: bool,
 }
 
-/// The token, kept only as MACs so that checking a guess takes the same time however much of
-/// it is right.
-struct Auth {
-    /// Random per process: the key presented tokens are MACed under.
-    key: [u8; 32],
-    /// MAC of the real token under `key`.
-    token_mac: Vec<u8>,
-    /// What forms carry as `csrf`: hex HMAC(token, "payrun-dashboard-csrf").
-    csrf: String,
-}
-
-impl Auth {
-    fn new(token: &str) -> Auth {
-        let key: [u8; 32] = rand::random();
-        let token_mac = mac(&key, token.as_bytes());
-        let csrf = hex::encode(mac(token.as_bytes(), b"payrun-dashboard-csrf"));
-        Auth {
-            key,
-            token_mac,
-            csrf,
-        }
-    }
-
-    fn token_ok(&self, presented: &str) -> bool {
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key");
-        m.update(presented.as_bytes());
-        m.verify_slice(&self.token_mac).is_ok()
-    }
-
-    fn csrf_ok(&self, presented: &str) -> bool {
-        // Compare MACs of both under the random key: constant time, whatever the lengths.
-        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key");
-        m.update(presented.as_bytes());
-        m.verify_slice(&mac(&self.key, self.csrf.as_bytes()))
-            .is_ok()
-    }
-}
-
-fn mac(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key");
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
+/// How the dashboard is served.
+#[derive(Debug, Clone)]
+pub struct DashboardOptions {
+    pub token: DashboardToken,
+    /// Mark the session cookie `Secure` (sent over HTTPS only): the `[dashboard]
+    /// secure_cookie` setting, resolved against the listen address
+    /// (`config::SecureCookie::resolve`).
+    pub secure_cookie: bool,
 }
 
 /// How a request proved it holds the token (put in the request's extensions by `require_token`).
@@ -102,11 +75,12 @@ enum AuthVia {
 }
 
 /// The dashboard and its API, every route behind the token (see the module doc).
-pub fn router(store: Store, queue: Queue, token: Arc<str>) -> Router {
+pub fn router(store: Store, queue: Queue, options: DashboardOptions) -> Router {
     let dash = Dash {
         store,
         queue,
-        auth: Arc::new(Auth::new(&token)),
+        auth: Arc::new(Auth::new(&options.token)),
+        secure_cookie: options.secure_cookie,
     };
     // The API's actions share one CSRF check (inside the token check below, which runs first).
     let api_actions = Router::new()
@@ -140,7 +114,7 @@ pub fn router(store: Store, queue: Queue, token: Arc<str>) -> Router {
         .with_state(dash)
 }
 
-/// The token a request presents: the bearer header first, else the cookie.
+/// What a request presents: the bearer header's token first, else the session cookie.
 fn presented_token(headers: &HeaderMap) -> Option<(AuthVia, String)> {
     if let Some(v) = headers.get(header::AUTHORIZATION)
         && let Ok(v) = v.to_str()
@@ -159,8 +133,12 @@ fn presented_token(headers: &HeaderMap) -> Option<(AuthVia, String)> {
 }
 
 async fn require_token(State(dash): State<Dash>, mut req: Request, next: Next) -> Response {
+    let passes = |via, value: &str| match via {
+        AuthVia::Bearer => dash.auth.token_ok(value),
+        AuthVia::Cookie => dash.auth.session_ok(value),
+    };
     match presented_token(req.headers()) {
-        Some((via, token)) if dash.auth.token_ok(&token) => {
+        Some((via, value)) if passes(via, &value) => {
             req.extensions_mut().insert(via);
             next.run(req).await
         }
@@ -305,26 +283,6 @@ async fn items_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_exact_token_passes() {
-        let a = Auth::new("s3cret-token");
-        assert!(a.token_ok("s3cret-token"));
-        for wrong in ["", "s3cret-toke", "s3cret-token ", "S3CRET-TOKEN", "x"] {
-            assert!(!a.token_ok(wrong), "{wrong:?} passed");
-        }
-    }
-
-    #[test]
-    fn the_csrf_value_depends_on_the_token_and_is_checked_exactly() {
-        let a = Auth::new("one");
-        let b = Auth::new("two");
-        assert_ne!(a.csrf, b.csrf);
-        assert_eq!(a.csrf, Auth::new("one").csrf, "stable across restarts");
-        assert!(a.csrf_ok(&a.csrf.clone()));
-        assert!(!a.csrf_ok(&b.csrf));
-        assert!(!a.csrf_ok(""));
-    }
 
     #[test]
     fn the_bearer_header_wins_over_the_cookie() {
