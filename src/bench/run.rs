@@ -314,8 +314,7 @@ pub async fn api(
             )?;
             tokio::spawn(async move { axum::serve(listener, router).await });
         }
-        let before_429 =
-            crate::metrics::counter_sum("payrun_dots_requests_total", "outcome=\"429\"");
+        let before_429 = crate::metrics::dots_requests_with_outcome("429");
         let batch = known_batch(&mut r, db.dir(), items).await?;
         let start = Instant::now();
         // Paid = transferred; settle until every payee also finished their flow.
@@ -331,9 +330,7 @@ pub async fn api(
         };
         worker::run(r.engine.clone(), Vec::new(), until).await?;
         let took = start.elapsed();
-        let throttled =
-            crate::metrics::counter_sum("payrun_dots_requests_total", "outcome=\"429\"")
-                - before_429;
+        let throttled = crate::metrics::dots_requests_with_outcome("429") - before_429;
         let calls: u64 = [
             "POST /v2/flows",
             "GET /v2/flows/{id}",

@@ -306,10 +306,7 @@ impl DotsClient {
             Err(DotsError::Ambiguous(_)) => "ambiguous".to_string(),
             Err(DotsError::DuplicateKey(_)) => "duplicate_key".to_string(),
         };
-        crate::metrics::inc(
-            "payrun_dots_requests_total",
-            format!("endpoint=\"{endpoint}\",outcome=\"{outcome}\""),
-        );
+        crate::metrics::dots_request(endpoint, &outcome);
         res
     }
 

@@ -52,12 +52,17 @@ struct Shared {
 
 async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynError> {
     let id = job.item_id.parse()?;
-    match shared.engine.process_item(id).await {
+    let started = std::time::Instant::now();
+    let outcome = shared.engine.process_item(id).await;
+    crate::metrics::job_finished(started.elapsed());
+    match outcome {
         // The item is handed back with its next attempt time (or to the worker holding it);
         // the feeder queues it again when it is due.
-        Ok(Next::RetryAt(_) | Next::Busy(_) | Next::Idle) => {}
+        Ok(Next::RetryAt(_)) => crate::metrics::retry(crate::metrics::Retry::Step),
+        Ok(Next::Busy(_) | Next::Idle) => {}
         Err(e) => {
             error!(item_id = %id, error = %e, "item job failed");
+            crate::metrics::retry(crate::metrics::Retry::JobError);
             let at = now_ms() + shared.engine.backoff(3, None).as_millis() as i64;
             if let Err(e) = shared.engine.store.defer_item(id, at).await {
                 // Its claim lapses after `worker.claim_secs` and the feeder hands it over again.
