@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::batch::ItemId;
 use crate::store::{Pool, Store, now_ms};
 
-/// Queue name, fixed so renaming the Rust type never strands queued jobs.
-pub const ITEM_QUEUE: &str = "payrun.items";
+/// Queue name, owned by the store module that holds the SQL on apalis' tables.
+pub use crate::store::ITEM_QUEUE;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemJob {

@@ -19,12 +19,15 @@ mod bulk;
 mod feed;
 mod items;
 mod protocol;
+mod queue_tables;
 pub mod source;
 mod transitions;
 
 pub use batches::*;
 pub use items::*;
 pub use protocol::*;
+pub use queue_tables::ITEM_QUEUE;
+pub(crate) use queue_tables::on_apalis;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -201,54 +204,5 @@ pub fn redact_url(url: &str) -> String {
             u.to_string()
         }
         _ => url.to_string(),
-    }
-}
-
-impl Store {
-    /// Deletes the item queue's finished (`Done`) jobs. apalis keeps every finished row, and
-    /// its acknowledgement query filters on the worker's name, so each ack scans every job that
-    /// worker ever ran: throughput falls as a batch grows. The item's own row is the record;
-    /// the finished queue row is worth nothing once acknowledged.
-    pub async fn prune_done_jobs(&self) -> Result<u64, StoreError> {
-        let q = crate::jobs::ITEM_QUEUE;
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query("DELETE FROM Jobs WHERE job_type = $1 AND status = 'Done'")
-                    .bind(q)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-            Pool::Postgres(p) => {
-                sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
-                    .bind(q)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-        })
-    }
-
-    /// Jobs apalis holds for the item queue that have not finished (queue depth).
-    pub async fn queued_jobs(&self) -> Result<i64, StoreError> {
-        let q = crate::jobs::ITEM_QUEUE;
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM Jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
-                )
-                .bind(q)
-                .fetch_one(p)
-                .await?
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
-                )
-                .bind(q)
-                .fetch_one(p)
-                .await?
-            }
-        })
     }
 }
