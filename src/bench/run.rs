@@ -174,40 +174,19 @@ async fn apalis_noop(store: &Store, n: u64) -> anyhow::Result<(u64, Duration)> {
         Ok::<(), std::io::Error>(())
     };
     let start;
-    match store.pool() {
-        crate::store::Pool::Sqlite(p) => {
-            let mut s = apalis_sqlite::SqliteStorage::<Noop>::new(p).with_config(
-                apalis_sqlite::Config::default()
-                    .queue("payrun.bench.noop")
-                    .batch_size(16),
-            );
-            s.push_all(&mut futures::stream::iter(jobs)).await?;
-            start = Instant::now();
-            WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
-                .backend(s.poll_with_strategy(strategy))
-                .concurrency(16)
-                .data(data)
-                .build(noop)
-                .run_until(rx)
-                .await?;
-        }
-        crate::store::Pool::Postgres(p) => {
-            let mut s = apalis_postgres::PostgresStorage::<Noop>::new(p).with_config(
-                apalis_postgres::Config::default()
-                    .queue("payrun.bench.noop")
-                    .batch_size(16),
-            );
-            s.push_all(&mut futures::stream::iter(jobs)).await?;
-            start = Instant::now();
-            WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
-                .backend(s.poll_with_strategy(strategy))
-                .concurrency(16)
-                .data(data)
-                .build(noop)
-                .run_until(rx)
-                .await?;
-        }
-    }
+    crate::store::on_apalis!(store.pool(), p, Storage, Config => {
+        let mut s = Storage::<Noop>::new(p)
+            .with_config(Config::default().queue("payrun.bench.noop").batch_size(16));
+        s.push_all(&mut futures::stream::iter(jobs)).await?;
+        start = Instant::now();
+        WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
+            .backend(s.poll_with_strategy(strategy))
+            .concurrency(16)
+            .data(data)
+            .build(noop)
+            .run_until(rx)
+            .await?;
+    });
     Ok((done.load(Ordering::SeqCst).min(n), start.elapsed()))
 }
 

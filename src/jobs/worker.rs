@@ -21,6 +21,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
+use super::queue::on_queue;
 use super::{Engine, ItemJob, Next, Queue, feed};
 use crate::poll;
 use crate::store::now_ms;
@@ -155,22 +156,13 @@ pub async fn run(
         let shared = shared.clone();
         let concurrency = settings.concurrency.max(1);
         let rx = rx.clone();
-        match queue.clone() {
-            Queue::Sqlite(s) => WorkerBuilder::new(name)
-                .backend(s.poll_with_strategy(strategy()))
-                .concurrency(concurrency)
-                .data(shared)
-                .build(handle_item)
-                .run_until(signal(rx))
-                .boxed(),
-            Queue::Postgres(s) => WorkerBuilder::new(name)
-                .backend(s.poll_with_strategy(strategy()))
-                .concurrency(concurrency)
-                .data(shared)
-                .build(handle_item)
-                .run_until(signal(rx))
-                .boxed(),
-        }
+        on_queue!(queue.clone(), s => WorkerBuilder::new(name)
+            .backend(s.poll_with_strategy(strategy()))
+            .concurrency(concurrency)
+            .data(shared)
+            .build(handle_item)
+            .run_until(signal(rx))
+            .boxed())
     };
     let poller = WorkerBuilder::new(format!("{}-poll", engine.owner))
         .backend(CronScheduler::new(schedule))
