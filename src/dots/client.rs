@@ -255,18 +255,6 @@ impl DotsClient {
         }
     }
 
-    #[instrument(skip(self), err(Display, level = "info"))]
-    pub async fn get_user(&self, id: Uuid) -> Result<User, DotsError> {
-        self.call::<(), _>(
-            "GET /v2/users/{id}",
-            Method::GET,
-            &format!("/v2/users/{id}"),
-            &[],
-            None,
-        )
-        .await
-    }
-
     #[instrument(skip(self, req), err(Display, level = "info"))]
     pub async fn create_user(&self, req: &CreateUser) -> Result<User, DotsError> {
         self.call("POST /v2/users", Method::POST, "/v2/users", &[], Some(req))

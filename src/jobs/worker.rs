@@ -45,6 +45,12 @@ async fn handle_cron(tick: Tick<chrono_tz::Tz>, task: Data<CronTask>) -> Result<
     Ok(())
 }
 
+/// A job that failed on a store error (database busy or unreachable) defers its item along the
+/// backoff as if at this attempt: `worker.backoff_base_ms` × 2³, jittered — long enough for a
+/// busy database or a reconnect, without counting against the item's own attempts (the error is
+/// not the item's, and its state is unchanged).
+const JOB_ERROR_BACKOFF_STEP: i64 = 3;
+
 #[derive(Clone)]
 struct Shared {
     engine: Engine,
@@ -64,7 +70,11 @@ async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynErr
         Err(e) => {
             error!(item_id = %id, error = %e, "item job failed");
             crate::metrics::retry(crate::metrics::Retry::JobError);
-            let at = now_ms() + shared.engine.backoff(3, None).as_millis() as i64;
+            let at = now_ms()
+                + shared
+                    .engine
+                    .backoff(JOB_ERROR_BACKOFF_STEP, None)
+                    .as_millis() as i64;
             if let Err(e) = shared.engine.store.defer_item(id, at).await {
                 // Its claim lapses after `worker.claim_secs` and the feeder hands it over again.
                 warn!(item_id = %id, error = %e, "cannot defer the item");
