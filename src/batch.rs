@@ -112,6 +112,13 @@ impl BatchState {
     }
 }
 
+/// Compares with the stored text (`state == "canceled"`).
+impl PartialEq<&str> for BatchState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl fmt::Display for BatchState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
