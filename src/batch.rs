@@ -82,13 +82,68 @@ macro_rules! uuid_newtype_impls {
 uuid_newtype_impls!(BatchId, "batch id");
 uuid_newtype_impls!(ItemId, "item id");
 
-/// Lifecycle of a batch as a whole (derived from its items, stored for fast listing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a batch stands, as stored in `batches.status` (the CHECK constraint there lists
+/// exactly [`BatchState::ALL`]). Parsed when a batch record is read (`store::BatchRecord`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BatchState {
-    /// Items are being worked on.
-    Running,
-    /// Every item is terminal or waiting on its payee.
-    Settled,
+    /// Over the approval threshold: its items wait until an operator approves it.
+    AwaitingApproval,
+    /// Its items may be worked (below the threshold, or approved).
+    Approved,
+    /// Canceled by an operator (its items were canceled first).
+    Canceled,
+}
+
+impl BatchState {
+    pub const ALL: [BatchState; 3] = [
+        BatchState::AwaitingApproval,
+        BatchState::Approved,
+        BatchState::Canceled,
+    ];
+
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::AwaitingApproval => "awaiting_approval",
+            BatchState::Approved => "approved",
+            BatchState::Canceled => "canceled",
+        }
+    }
+}
+
+/// Compares with the stored text (`state == "canceled"`).
+impl PartialEq<&str> for BatchState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for BatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a batch status (expected awaiting_approval, approved or canceled)")]
+pub struct BatchStateError(String);
+
+impl FromStr for BatchState {
+    type Err = BatchStateError;
+    fn from_str(s: &str) -> Result<Self, BatchStateError> {
+        BatchState::ALL
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| BatchStateError(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for BatchState {
+    type Error = BatchStateError;
+    fn try_from(s: String) -> Result<Self, BatchStateError> {
+        s.parse()
+    }
 }
 
 #[cfg(test)]
@@ -115,6 +170,14 @@ mod tests {
         assert_eq!(ItemId::for_line(b, 77).line_in(b), Some(77));
         assert_eq!(ItemId::for_line(b, 77).as_uuid().get_version_num(), 4);
         assert_eq!(ItemId::for_line(b, 77).line_in(BatchId::new_random()), None);
+    }
+
+    #[test]
+    fn batch_states_round_trip_through_their_stored_text() {
+        for s in BatchState::ALL {
+            assert_eq!(s.as_str().parse::<BatchState>(), Ok(s));
+        }
+        assert!("running".parse::<BatchState>().is_err());
     }
 
     #[test]

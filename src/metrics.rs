@@ -1,145 +1,166 @@
-//! Process metrics in the Prometheus text format: counters the code bumps as it works (Dots
-//! calls by endpoint and status, retries, job latency) and gauges read from the store at
-//! scrape time (items by state, queue depth). Served on `/metrics` by `serve` and `worker`.
+//! Process counters, kept in a `prometheus-client` registry: Dots calls by endpoint and
+//! outcome, webhooks by event, scheduled retries, and item-job run time. A leaf: it knows no
+//! other payrun module. The `/metrics` endpoint (`app::metrics_endpoint`) encodes these and
+//! adds the gauges it reads from the store at scrape time.
 //!
-//! Deliberately tiny: a global registry of labelled counters behind one mutex. No label ever
-//! carries an id, an amount or a secret.
+//! No label ever carries an id, an amount or a secret.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::LazyLock;
 
-use crate::store::{Store, StoreError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
-struct Registry {
-    counters: BTreeMap<(&'static str, String), u64>,
-    sums: BTreeMap<(&'static str, String), (f64, u64)>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DotsRequest {
+    endpoint: &'static str,
+    outcome: String,
 }
 
-fn registry() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(Default::default)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookEvent {
+    event: &'static str,
 }
 
-const HELP: &[(&str, &str, &str)] = &[
-    (
-        "payrun_dots_requests_total",
-        "counter",
-        "Dots API calls by endpoint and outcome.",
-    ),
-    (
-        "payrun_retries_total",
-        "counter",
-        "Steps scheduled for a retry, by step and class.",
-    ),
-    (
-        "payrun_webhooks_total",
-        "counter",
-        "Webhook deliveries by outcome.",
-    ),
-    ("payrun_job_seconds", "summary", "Item job run time."),
-    ("payrun_items", "gauge", "Items by state."),
-    (
-        "payrun_queue_depth",
-        "gauge",
-        "Item jobs waiting or running in the queue.",
-    ),
-];
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryCause {
+    cause: &'static str,
+}
 
-/// Adds one to counter `name{labels}`; `labels` is preformatted, e.g. `endpoint="POST /v2/transfers",status="200"`.
-pub fn inc(name: &'static str, labels: String) {
-    if let Ok(mut r) = registry().lock() {
-        *r.counters.entry((name, labels)).or_default() += 1;
+/// Why an item was handed back for a later attempt (the `cause` label of `payrun_retries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A step asked to run again later (`Next::RetryAt`: a retryable Dots failure, a key that
+    /// must age out, a job that ran out of steps).
+    Step,
+    /// The job itself failed (a store error): the item is deferred along the backoff.
+    JobError,
+}
+
+/// Item-job durations, seconds: 5 ms doubling to about 41 s (a job is a few Dots calls).
+const JOB_SECONDS_BUCKETS: (f64, f64, u16) = (0.005, 2.0, 14);
+
+struct Metrics {
+    registry: Registry,
+    dots_requests: Family<DotsRequest, Counter>,
+    webhooks: Family<WebhookEvent, Counter>,
+    retries: Family<RetryCause, Counter>,
+    job_seconds: Histogram,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    let dots_requests = Family::<DotsRequest, Counter>::default();
+    let webhooks = Family::<WebhookEvent, Counter>::default();
+    let retries = Family::<RetryCause, Counter>::default();
+    let (start, factor, len) = JOB_SECONDS_BUCKETS;
+    let job_seconds = Histogram::new(exponential_buckets(start, factor, len));
+    // Counters get their `_total` suffix from the library: the series stay
+    // `payrun_dots_requests_total`, `payrun_webhooks_total`, `payrun_retries_total`.
+    registry.register(
+        "payrun_dots_requests",
+        "Dots API calls by endpoint and outcome",
+        dots_requests.clone(),
+    );
+    registry.register(
+        "payrun_retries",
+        "Item steps scheduled for a retry, by cause",
+        retries.clone(),
+    );
+    registry.register(
+        "payrun_webhooks",
+        "Webhook deliveries by event",
+        webhooks.clone(),
+    );
+    registry.register(
+        "payrun_job_seconds",
+        "Item job run time",
+        job_seconds.clone(),
+    );
+    Metrics {
+        registry,
+        dots_requests,
+        webhooks,
+        retries,
+        job_seconds,
     }
-}
+});
 
-/// Records one observation of a summary metric.
-pub fn observe(name: &'static str, labels: String, value: f64) {
-    if let Ok(mut r) = registry().lock() {
-        let e = r.sums.entry((name, labels)).or_default();
-        e.0 += value;
-        e.1 += 1;
-    }
-}
-
-/// The current value of a counter (tests, benchmarks).
-pub fn counter(name: &'static str, labels: &str) -> u64 {
-    registry()
-        .lock()
-        .ok()
-        .and_then(|r| r.counters.get(&(name, labels.to_string())).copied())
-        .unwrap_or(0)
-}
-
-/// Sum of a counter over all its labels whose label set contains `filter`.
-pub fn counter_sum(name: &'static str, filter: &str) -> u64 {
-    registry()
-        .lock()
-        .map(|r| {
-            r.counters
-                .iter()
-                .filter(|((n, l), _)| *n == name && l.contains(filter))
-                .map(|(_, v)| *v)
-                .sum()
+/// One Dots API call to `endpoint` (e.g. `POST /v2/transfers`) that ended in `outcome`.
+pub fn dots_request(endpoint: &'static str, outcome: &str) {
+    METRICS
+        .dots_requests
+        .get_or_create(&DotsRequest {
+            endpoint,
+            outcome: outcome.to_owned(),
         })
-        .unwrap_or(0)
+        .inc();
 }
 
-/// Renders every metric, reading the gauges from the store.
-pub async fn render(store: &Store) -> Result<String, StoreError> {
-    let states = store.state_totals().await?;
-    let depth = store.queued_jobs().await?;
-    let mut out = String::new();
-    for (name, kind, help) in HELP {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-    if let Ok(r) = registry().lock() {
-        for ((name, labels), v) in &r.counters {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-        for ((name, labels), (sum, count)) in &r.sums {
-            let _ = writeln!(
-                out,
-                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {count}"
-            );
-        }
-    }
-    for s in crate::item::ItemState::ALL {
-        let n = states
-            .iter()
-            .find(|(st, _)| st == s.as_str())
-            .map_or(0, |(_, n)| *n);
-        let _ = writeln!(out, "payrun_items{{state=\"{s}\"}} {n}");
-    }
-    let _ = writeln!(out, "payrun_queue_depth {depth}");
-    Ok(out)
+/// One webhook event received (`flow.updated`, `transfer`, `other`).
+pub fn webhook(event: &'static str) {
+    METRICS
+        .webhooks
+        .get_or_create(&WebhookEvent { event })
+        .inc();
 }
 
-/// `/healthz` and `/metrics` for a process, on its own small axum router.
-pub fn router(store: Store) -> axum::Router {
-    use axum::response::IntoResponse;
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let store = store.clone();
-                async move {
-                    match render(&store).await {
-                        Ok(body) => (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                "text/plain; version=0.0.4",
-                            )],
-                            body,
-                        )
-                            .into_response(),
-                        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                            .into_response(),
-                    }
-                }
-            }),
-        )
+/// One item handed back for a later attempt.
+pub fn retry(cause: Retry) {
+    let cause = match cause {
+        Retry::Step => "step",
+        Retry::JobError => "job_error",
+    };
+    METRICS.retries.get_or_create(&RetryCause { cause }).inc();
+}
+
+/// How long one item job ran.
+pub fn job_finished(took: std::time::Duration) {
+    METRICS.job_seconds.observe(took.as_secs_f64());
+}
+
+/// Appends every counter in the OpenMetrics text format, without the closing `# EOF`.
+pub fn encode(out: &mut String) -> std::fmt::Result {
+    prometheus_client::encoding::text::encode_registry(out, &METRICS.registry)
+}
+
+/// Dots calls so far that ended in `outcome`, over every endpoint (benchmarks).
+pub fn dots_requests_with_outcome(outcome: &str) -> u64 {
+    let mut text = String::new();
+    if encode(&mut text).is_err() {
+        return 0;
+    }
+    let label = format!("outcome=\"{outcome}\"");
+    text.lines()
+        .filter(|l| l.starts_with("payrun_dots_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_keep_their_series_names_and_labels() {
+        dots_request("GET /v2/test-only", "418");
+        dots_request("GET /v2/test-only", "418");
+        webhook("other");
+        retry(Retry::Step);
+        job_finished(std::time::Duration::from_millis(30));
+        let mut text = String::new();
+        encode(&mut text).unwrap();
+        assert!(
+            text.contains(
+                "payrun_dots_requests_total{endpoint=\"GET /v2/test-only\",outcome=\"418\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("payrun_webhooks_total{event=\"other\"}"));
+        assert!(text.contains("payrun_retries_total{cause=\"step\"}"));
+        assert!(text.contains("payrun_job_seconds_count"));
+        assert!(dots_requests_with_outcome("418") >= 2);
+    }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::app::*;
+use payrun::batch::BatchState;
 use payrun::item::ItemState;
 use payrun::store::{Store, StoreError};
 use uuid::Uuid;
@@ -15,6 +16,8 @@ on_both_backends!(
     a_first_transfer_commits_its_state_change_and_intent_together,
     a_jobs_last_write_releases_only_its_own_lease,
     the_schema_refuses_unknown_states,
+    the_schema_refuses_unknown_batch_statuses,
+    metrics_show_the_counters_and_the_items_by_state,
     the_event_log_is_append_only,
     migrations_run_twice_on_one_database_without_tripping,
 );
@@ -259,4 +262,41 @@ async fn migrations_run_twice_on_one_database_without_tripping(b: Backend) {
         .expect("second connect migrates cleanly");
     assert!(again.item(item.item_id().unwrap()).await.unwrap().is_some());
     assert_eq!(again.queued_jobs().await.unwrap(), 1);
+}
+
+async fn the_schema_refuses_unknown_batch_statuses(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    let set = |status: &str| {
+        format!(
+            "UPDATE batches SET status = '{status}' WHERE id = '{}'",
+            item.batch_id
+        )
+    };
+    let err = raw(&app, &set("running")).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("check"), "{err}");
+    // Every status the enum knows is accepted by the schema and read back as itself.
+    let batch = item.batch_id.parse().unwrap();
+    for s in BatchState::ALL {
+        raw(&app, &set(s.as_str())).await.unwrap();
+        assert_eq!(app.store.batch(batch).await.unwrap().unwrap().status, s);
+    }
+}
+
+async fn metrics_show_the_counters_and_the_items_by_state(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    stored_item(&app).await;
+    let text = payrun::app::metrics_endpoint::render(&app.store)
+        .await
+        .unwrap();
+    for series in [
+        // Labelled counters show once bumped; the histogram and the gauges always do.
+        "# TYPE payrun_job_seconds histogram",
+        "payrun_items{state=\"pending\"} 1",
+        "payrun_items{state=\"completed\"} 0",
+        "payrun_queue_depth ",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod dashboard;
 mod demo;
+pub mod metrics_endpoint;
 pub mod ops;
 mod report;
 pub mod schedule;

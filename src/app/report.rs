@@ -48,7 +48,7 @@ pub async fn batch_status(
         .collect();
     states.sort_by_key(|l| ItemState::ALL.iter().position(|s| s.as_str() == l.state));
     Ok(Some(BatchStatus {
-        status: b.status,
+        status: b.status.to_string(),
         batch_id: b.id,
         source: b.source,
         created_at: b.created_at,

@@ -31,7 +31,7 @@ pub fn webhook_handler(
                 WebhookEvent::TransferUpdated { .. } => "transfer",
                 WebhookEvent::Other { .. } => "other",
             };
-            crate::metrics::inc("payrun_webhooks_total", format!("event=\"{kind}\""));
+            crate::metrics::webhook(kind);
             let enqueue = match event {
                 WebhookEvent::FlowUpdated { flow_id } => {
                     let mut refreshed = poll::refresh_flow(&engine, flow_id).await;
@@ -83,7 +83,7 @@ pub fn router(
     webhook_secret: Option<&str>,
     dashboard: Option<super::dashboard::DashboardOptions>,
 ) -> anyhow::Result<axum::Router> {
-    let mut app = crate::metrics::router(engine.store.clone());
+    let mut app = super::metrics_endpoint::router(engine.store.clone());
     match webhook_secret {
         Some(secret) => {
             let verifier =
@@ -125,7 +125,7 @@ pub async fn serve(
 pub fn spawn_health(listen: String, store: crate::store::Store) {
     tokio::spawn(async move {
         let never = futures::future::pending::<()>();
-        if let Err(e) = serve(&listen, crate::metrics::router(store), never).await {
+        if let Err(e) = serve(&listen, super::metrics_endpoint::router(store), never).await {
             warn!(%listen, error = %e, "health endpoint failed");
         }
     });

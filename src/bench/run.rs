@@ -174,40 +174,19 @@ async fn apalis_noop(store: &Store, n: u64) -> anyhow::Result<(u64, Duration)> {
         Ok::<(), std::io::Error>(())
     };
     let start;
-    match store.pool() {
-        crate::store::Pool::Sqlite(p) => {
-            let mut s = apalis_sqlite::SqliteStorage::<Noop>::new(p).with_config(
-                apalis_sqlite::Config::default()
-                    .queue("payrun.bench.noop")
-                    .batch_size(16),
-            );
-            s.push_all(&mut futures::stream::iter(jobs)).await?;
-            start = Instant::now();
-            WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
-                .backend(s.poll_with_strategy(strategy))
-                .concurrency(16)
-                .data(data)
-                .build(noop)
-                .run_until(rx)
-                .await?;
-        }
-        crate::store::Pool::Postgres(p) => {
-            let mut s = apalis_postgres::PostgresStorage::<Noop>::new(p).with_config(
-                apalis_postgres::Config::default()
-                    .queue("payrun.bench.noop")
-                    .batch_size(16),
-            );
-            s.push_all(&mut futures::stream::iter(jobs)).await?;
-            start = Instant::now();
-            WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
-                .backend(s.poll_with_strategy(strategy))
-                .concurrency(16)
-                .data(data)
-                .build(noop)
-                .run_until(rx)
-                .await?;
-        }
-    }
+    crate::store::on_apalis!(store.pool(), p, Storage, Config => {
+        let mut s = Storage::<Noop>::new(p)
+            .with_config(Config::default().queue("payrun.bench.noop").batch_size(16));
+        s.push_all(&mut futures::stream::iter(jobs)).await?;
+        start = Instant::now();
+        WorkerBuilder::new(format!("noop-{}", uuid::Uuid::new_v4().simple()))
+            .backend(s.poll_with_strategy(strategy))
+            .concurrency(16)
+            .data(data)
+            .build(noop)
+            .run_until(rx)
+            .await?;
+    });
     Ok((done.load(Ordering::SeqCst).min(n), start.elapsed()))
 }
 
@@ -314,8 +293,7 @@ pub async fn api(
             )?;
             tokio::spawn(async move { axum::serve(listener, router).await });
         }
-        let before_429 =
-            crate::metrics::counter_sum("payrun_dots_requests_total", "outcome=\"429\"");
+        let before_429 = crate::metrics::dots_requests_with_outcome("429");
         let batch = known_batch(&mut r, db.dir(), items).await?;
         let start = Instant::now();
         // Paid = transferred; settle until every payee also finished their flow.
@@ -331,9 +309,7 @@ pub async fn api(
         };
         worker::run(r.engine.clone(), Vec::new(), until).await?;
         let took = start.elapsed();
-        let throttled =
-            crate::metrics::counter_sum("payrun_dots_requests_total", "outcome=\"429\"")
-                - before_429;
+        let throttled = crate::metrics::dots_requests_with_outcome("429") - before_429;
         let calls: u64 = [
             "POST /v2/flows",
             "GET /v2/flows/{id}",

@@ -264,18 +264,6 @@ impl DotsClient {
         }
     }
 
-    #[instrument(skip(self), err(Display, level = "info"))]
-    pub async fn get_user(&self, id: Uuid) -> Result<User, DotsError> {
-        self.call::<(), _>(
-            "GET /v2/users/{id}",
-            Method::GET,
-            &format!("/v2/users/{id}"),
-            &[],
-            None,
-        )
-        .await
-    }
-
     #[instrument(skip(self, req), err(Display, level = "info"))]
     pub async fn create_user(&self, req: &CreateUser) -> Result<User, DotsError> {
         self.call("POST /v2/users", Method::POST, "/v2/users", &[], Some(req))
@@ -315,10 +303,7 @@ impl DotsClient {
             Err(DotsError::Ambiguous(_)) => "ambiguous".to_string(),
             Err(DotsError::DuplicateKey(_)) => "duplicate_key".to_string(),
         };
-        crate::metrics::inc(
-            "payrun_dots_requests_total",
-            format!("endpoint=\"{endpoint}\",outcome=\"{outcome}\""),
-        );
+        crate::metrics::dots_request(endpoint, &outcome);
         res
     }
 

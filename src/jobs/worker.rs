@@ -21,6 +21,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
+use super::queue::on_queue;
 use super::{Engine, ItemJob, Next, Queue, feed};
 use crate::poll;
 use crate::store::now_ms;
@@ -44,6 +45,12 @@ async fn handle_cron(tick: Tick<chrono_tz::Tz>, task: Data<CronTask>) -> Result<
     Ok(())
 }
 
+/// A job that failed on a store error (database busy or unreachable) defers its item along the
+/// backoff as if at this attempt: `worker.backoff_base_ms` × 2³, jittered — long enough for a
+/// busy database or a reconnect, without counting against the item's own attempts (the error is
+/// not the item's, and its state is unchanged).
+const JOB_ERROR_BACKOFF_STEP: i64 = 3;
+
 #[derive(Clone)]
 struct Shared {
     engine: Engine,
@@ -52,13 +59,22 @@ struct Shared {
 
 async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynError> {
     let id = job.item_id.parse()?;
-    match shared.engine.process_item(id).await {
+    let started = std::time::Instant::now();
+    let outcome = shared.engine.process_item(id).await;
+    crate::metrics::job_finished(started.elapsed());
+    match outcome {
         // The item is handed back with its next attempt time (or to the worker holding it);
         // the feeder queues it again when it is due.
-        Ok(Next::RetryAt(_) | Next::Busy(_) | Next::Idle) => {}
+        Ok(Next::RetryAt(_)) => crate::metrics::retry(crate::metrics::Retry::Step),
+        Ok(Next::Busy(_) | Next::Idle) => {}
         Err(e) => {
             error!(item_id = %id, error = %e, "item job failed");
-            let at = now_ms() + shared.engine.backoff(3, None).as_millis() as i64;
+            crate::metrics::retry(crate::metrics::Retry::JobError);
+            let at = now_ms()
+                + shared
+                    .engine
+                    .backoff(JOB_ERROR_BACKOFF_STEP, None)
+                    .as_millis() as i64;
             if let Err(e) = shared.engine.store.defer_item(id, at).await {
                 // Its claim lapses after `worker.claim_secs` and the feeder hands it over again.
                 warn!(item_id = %id, error = %e, "cannot defer the item");
@@ -150,22 +166,13 @@ pub async fn run(
         let shared = shared.clone();
         let concurrency = settings.concurrency.max(1);
         let rx = rx.clone();
-        match queue.clone() {
-            Queue::Sqlite(s) => WorkerBuilder::new(name)
-                .backend(s.poll_with_strategy(strategy()))
-                .concurrency(concurrency)
-                .data(shared)
-                .build(handle_item)
-                .run_until(signal(rx))
-                .boxed(),
-            Queue::Postgres(s) => WorkerBuilder::new(name)
-                .backend(s.poll_with_strategy(strategy()))
-                .concurrency(concurrency)
-                .data(shared)
-                .build(handle_item)
-                .run_until(signal(rx))
-                .boxed(),
-        }
+        on_queue!(queue.clone(), s => WorkerBuilder::new(name)
+            .backend(s.poll_with_strategy(strategy()))
+            .concurrency(concurrency)
+            .data(shared)
+            .build(handle_item)
+            .run_until(signal(rx))
+            .boxed())
     };
     let poller = WorkerBuilder::new(format!("{}-poll", engine.owner))
         .backend(CronScheduler::new(schedule))

@@ -75,7 +75,9 @@ pub struct StoredBatch {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BatchRecord {
     pub id: String,
-    pub status: String,
+    /// Parsed on read: a status outside [`crate::batch::BatchState::ALL`] is a decode error.
+    #[sqlx(try_from = "String")]
+    pub status: crate::batch::BatchState,
     pub schedule: Option<String>,
     pub source: String,
     pub content_hash: String,

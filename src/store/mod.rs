@@ -20,6 +20,7 @@ mod feed;
 mod items;
 mod migrate_lock;
 mod protocol;
+mod queue_tables;
 mod redact;
 pub mod source;
 mod transitions;
@@ -27,6 +28,8 @@ mod transitions;
 pub use batches::*;
 pub use items::*;
 pub use protocol::*;
+pub use queue_tables::ITEM_QUEUE;
+pub(crate) use queue_tables::on_apalis;
 pub use redact::redact_url;
 
 use std::str::FromStr;
@@ -226,54 +229,5 @@ impl Store {
 
     pub async fn close(&self) {
         on_pool!(&self.pool, p => p.close().await)
-    }
-}
-
-impl Store {
-    /// Deletes the item queue's finished (`Done`) jobs. apalis keeps every finished row, and
-    /// its acknowledgement query filters on the worker's name, so each ack scans every job that
-    /// worker ever ran: throughput falls as a batch grows. The item's own row is the record;
-    /// the finished queue row is worth nothing once acknowledged.
-    pub async fn prune_done_jobs(&self) -> Result<u64, StoreError> {
-        let q = crate::jobs::ITEM_QUEUE;
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query("DELETE FROM Jobs WHERE job_type = $1 AND status = 'Done'")
-                    .bind(q)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-            Pool::Postgres(p) => {
-                sqlx::query("DELETE FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'")
-                    .bind(q)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
-        })
-    }
-
-    /// Jobs apalis holds for the item queue that have not finished (queue depth).
-    pub async fn queued_jobs(&self) -> Result<i64, StoreError> {
-        let q = crate::jobs::ITEM_QUEUE;
-        Ok(match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM Jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
-                )
-                .bind(q)
-                .fetch_one(p)
-                .await?
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND status IN ('Pending', 'Queued', 'Running')",
-                )
-                .bind(q)
-                .fetch_one(p)
-                .await?
-            }
-        })
     }
 }

@@ -72,18 +72,13 @@ impl WebhookState {
         }
     }
 
-    /// Use `clock` (unix seconds) instead of the system clock.
+    /// Use `clock` (unix seconds) instead of the system clock (tests: the simulator's clock).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn with_clock<C>(mut self, clock: C) -> WebhookState
     where
         C: Fn() -> i64 + Send + Sync + 'static,
     {
         self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Remember the last `capacity` message ids instead of [`DEFAULT_CAPACITY`].
-    pub fn with_dedupe_capacity(mut self, capacity: usize) -> WebhookState {
-        self.dedupe = Arc::new(Mutex::new(Dedupe::new(capacity)));
         self
     }
 

@@ -7,7 +7,7 @@
 //! faults. Nothing here touches simulated business state: a fault decided *before* the handler
 //! (429, 5xx) means no state change at all.
 
-use super::{Fault, SimConfig};
+use super::config::{Fault, SimConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};

@@ -1,67 +1,23 @@
-//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers) and the JSON
-//! rendering of their objects.
+//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers).
 //!
-//! Guarantees: responses follow the spec's `user`, `flow` and `transfer` schemas (extra fields
-//! the real API sends, like `payout_link_id: null` on flows, are added; fields the spec types
-//! without `null`, like `default_payout_method`, are left out rather than sent as null); errors
-//! are `{"message", "error_code"}` with a 4xx status; timestamps are RFC 3339 with `Z`.
+//! Guarantees: objects are rendered by `wire` (the spec's schemas); errors are
+//! `{"message", "error_code"}` with a 4xx status.
 
 use super::Sim;
 use super::paging::{PageQuery, paginate};
 use super::state::TransferOutcome;
 use super::validate::{self, ApiError};
-use crate::dots::types::{Flow, Page, Transfer, User, parse_time};
+use super::wire::{flow_json, page_json, transfer_json, user_json};
+use crate::dots::types::{Transfer, parse_time};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 type Params = Query<HashMap<String, String>>;
-
-/// A user as the API shows it, with a minimal `compliance` block.
-pub fn user_json(user: &User) -> Value {
-    let mut v = serde_json::to_value(user).expect("user serializes");
-    v["compliance"] = json!({
-        "tax_id_verification": "unsubmitted",
-        "date_of_birth_collected": false,
-        "must_collect_1099": false,
-        "1099_collected": false,
-        "w8_ben_collected": false,
-        "flagged": false,
-        "id_verified": false,
-        "has_criminal_activity": false,
-        "w9": null,
-        "flags": { "ofac": false, "ofac_status": "unflagged" },
-    });
-    v
-}
-
-/// A flow as the API shows it (`payout_link_id` is null for plain flows).
-pub fn flow_json(flow: &Flow) -> Value {
-    let mut v = serde_json::to_value(flow).expect("flow serializes");
-    v["payout_link_id"] = Value::Null;
-    v
-}
-
-/// A transfer as the API shows it; `amount` is a string when `as_string` is set.
-pub fn transfer_json(t: &Transfer, as_string: bool) -> Value {
-    let mut v = serde_json::to_value(t).expect("transfer serializes");
-    v["external_data"] = json!({});
-    v["transactions"] = json!([]);
-    if as_string {
-        v["amount"] = Value::String(t.amount.to_string());
-    }
-    v
-}
-
-fn page_json<T>(page: Page<T>, render: impl Fn(&T) -> Value) -> Response {
-    let data: Vec<Value> = page.data.iter().map(render).collect();
-    Json(json!({ "data": data, "has_more": page.has_more })).into_response()
-}
 
 fn parse_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::new(404, code, format!("no {what} {raw}")))
@@ -97,7 +53,7 @@ pub async fn list_users(State(sim): State<Sim>, Query(q): Params) -> Result<Resp
         |u| status.is_none() || u.status == status,
         &pq,
     )?;
-    Ok(page_json(page, user_json))
+    Ok(Json(page_json(page, user_json)).into_response())
 }
 
 pub async fn create_flow(State(sim): State<Sim>, body: Bytes) -> Result<Response, ApiError> {
@@ -126,7 +82,7 @@ pub async fn list_flows(State(sim): State<Sim>, Query(q): Params) -> Result<Resp
     let now = sim.clock().now();
     let flows = sim.lock().flows(sim.config(), now);
     let page = paginate(flows, |f| f.id, |_| true, &pq)?;
-    Ok(page_json(page, flow_json))
+    Ok(Json(page_json(page, flow_json)).into_response())
 }
 
 pub async fn create_transfer(State(sim): State<Sim>, body: Bytes) -> Result<Response, ApiError> {
@@ -185,5 +141,5 @@ pub async fn list_transfers(
     };
     let page = paginate(transfers, |t| t.id, keep, &pq)?;
     let as_string = sim.config().amounts_as_strings;
-    Ok(page_json(page, |t| transfer_json(t, as_string)))
+    Ok(Json(page_json(page, |t| transfer_json(t, as_string))).into_response())
 }

@@ -6,9 +6,10 @@
 //! handler, so it changes no state. A dropped response keeps the handler's status and headers,
 //! sends part of the body, then breaks the connection.
 
-use super::handlers;
+use super::Sim;
+use super::config::Fault;
 use super::validate::{ApiError, json_object};
-use super::{Fault, Sim};
+use super::{handlers, wire};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Request, State};
@@ -162,7 +163,7 @@ async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Result<Response, 
         .filter(|s| s.is_finite() && *s >= 0.0)
         .ok_or_else(|| ApiError::invalid("secs must be a non-negative number"))?;
     sim.clock().advance(Duration::from_secs_f64(secs));
-    Ok(axum::Json(serde_json::json!({ "now": sim.clock().now() })).into_response())
+    Ok(axum::Json(wire::clock_json(sim.clock().now())).into_response())
 }
 
 async fn complete_flow(
@@ -173,5 +174,5 @@ async fn complete_flow(
         .ok()
         .and_then(|id| sim.complete_flow(id))
         .ok_or_else(|| ApiError::new(404, "no-such-flow", format!("no flow {id}")))?;
-    Ok(axum::Json(handlers::flow_json(&flow)).into_response())
+    Ok(axum::Json(wire::flow_json(&flow)).into_response())
 }

@@ -17,8 +17,14 @@
 //!   start background tasks (both stop with the handle): the webhook sender (`webhooks.rs`:
 //!   `flow.updated`, `transfer.updated`, `transfer.completed`, Svix-signed, redelivered with the
 //!   same `svix-id`) and a payee ticker settling due flows every `payee_tick_ms`.
+//!
+//! Layout, with no import loop between submodules: `wire` (every JSON shape) and `config`
+//! (settings, faults) import no other simulator module; `validate` → `wire`; `paging` →
+//! `validate`; `state` → `config`, `validate`, `wire`, `webhooks` (its event channel);
+//! `handlers`, `http` and `webhooks` reach the shared state only through the `Sim` handle here.
 
 mod clock;
+mod config;
 mod faults;
 mod handlers;
 mod http;
@@ -26,170 +32,19 @@ mod paging;
 mod state;
 mod validate;
 mod webhooks;
+mod wire;
 
 pub use clock::SimClock;
+pub use config::{DEFAULT_RETRY_DELAYS_MS, DuplicateKeyMode, Fault, SimConfig};
 pub use validate::ApiError;
-pub use webhooks::{
-    DEFAULT_RETRY_DELAYS_MS, DEFAULT_WEBHOOK_SECRET, DeliveryRecord, DeliveryStatus,
-};
+pub use webhooks::{DEFAULT_WEBHOOK_SECRET, DeliveryRecord, DeliveryStatus};
+pub use wire::{Ledger, LedgerTransfer, LedgerUser};
 
-use crate::dots::types::{CreateUser, Flow, User, Wallet};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use crate::dots::types::{CreateUser, Flow, User};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// How the simulator answers a transfer whose `idempotency_key` it saw within the last 24 h.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DuplicateKeyMode {
-    /// 409 `duplicate-idempotency-key`, nothing created (the spec's "will be rejected").
-    #[default]
-    #[serde(alias = "Reject")]
-    Reject,
-    /// The first response again, nothing created (the idempotency page's reading).
-    #[serde(alias = "Replay")]
-    Replay,
-}
-
-/// Simulator settings; every field has a default, so a TOML table may set only some.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct SimConfig {
-    /// Accepted Basic-auth user.
-    pub client_id: String,
-    /// Accepted Basic-auth password.
-    pub api_key: String,
-    /// Simulated payees finish a flow this long after it is created (sim clock).
-    pub complete_after_secs: f64,
-    /// Share of payees who never finish, by a stable sha256 hash of seed + payee key.
-    pub never_complete: f64,
-    /// Payee keys that never finish.
-    pub never_complete_payees: Vec<String>,
-    /// Added to every API request (real time).
-    pub latency_ms: u64,
-    /// Share of API requests answered 500/502/503 before any state change.
-    pub error_rate: f64,
-    /// Per-endpoint error rates, keyed like `"POST /v2/transfers"`; override `error_rate`.
-    pub error_rates: HashMap<String, f64>,
-    /// Share of `POST /v2/transfers` committed but whose response is lost.
-    pub drop_rate: f64,
-    /// Share of API requests answered 429 with `Retry-After`.
-    pub throttle_rate: f64,
-    /// Value of `Retry-After`, seconds.
-    pub retry_after_secs: u64,
-    /// Share of API requests whose response is delayed `stall_secs` (after committing).
-    pub stall_rate: f64,
-    pub stall_secs: f64,
-    /// Requests per second over all API requests; beyond it, 429 + `Retry-After`.
-    pub rate_limit: Option<u32>,
-    /// Where webhooks are POSTed; `None` sends none and starts no background task.
-    pub webhook_url: Option<String>,
-    /// `whsec_<base64>` signing secret; `None` means [`DEFAULT_WEBHOOK_SECRET`].
-    pub webhook_secret: Option<String>,
-    /// Delay before each delivery attempt, ms (real time); its length is the attempt count.
-    pub webhook_retry_delays_ms: Vec<u64>,
-    /// An attempt not answered within this long fails (Svix allows 15 s).
-    pub webhook_timeout_ms: u64,
-    /// Share of delivered messages sent once more, same `svix-id`.
-    pub webhook_duplicate_rate: f64,
-    /// Share of attempts signed over the wrong content.
-    pub webhook_bad_signature_rate: f64,
-    /// Share of attempts whose `svix-timestamp` is 10 minutes old.
-    pub webhook_stale_rate: f64,
-    /// How often (real ms) the payee ticker settles due flows when webhooks are on.
-    pub payee_tick_ms: u64,
-    /// Starting App wallet balance, cents.
-    pub app_wallet_cents: i64,
-    pub duplicate_key_mode: DuplicateKeyMode,
-    /// Serialize transfer amounts as strings (`"-1000"`), as the real sandbox did.
-    pub amounts_as_strings: bool,
-    /// Seeds the never-complete hash and the fault RNG.
-    pub seed: u64,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            client_id: "sim-client".to_string(),
-            api_key: "sim-key".to_string(),
-            complete_after_secs: 5.0,
-            never_complete: 0.0,
-            never_complete_payees: Vec::new(),
-            latency_ms: 0,
-            error_rate: 0.0,
-            error_rates: HashMap::new(),
-            drop_rate: 0.0,
-            throttle_rate: 0.0,
-            retry_after_secs: 1,
-            stall_rate: 0.0,
-            stall_secs: 10.0,
-            rate_limit: None,
-            webhook_url: None,
-            webhook_secret: None,
-            webhook_retry_delays_ms: DEFAULT_RETRY_DELAYS_MS.to_vec(),
-            webhook_timeout_ms: 15_000,
-            webhook_duplicate_rate: 0.0,
-            webhook_bad_signature_rate: 0.0,
-            webhook_stale_rate: 0.0,
-            payee_tick_ms: 100,
-            app_wallet_cents: 100_000_000_000,
-            duplicate_key_mode: DuplicateKeyMode::Reject,
-            amounts_as_strings: false,
-            seed: 0,
-        }
-    }
-}
-
-/// A fault to inject into requests to one endpoint.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    /// Answer this status (500, 502 or 503) before any state change.
-    Status(u16),
-    /// Answer 429 with `Retry-After` before any state change.
-    Throttle,
-    /// Commit the operation, then break the connection mid-response.
-    Drop,
-    /// Commit the operation, then delay the response this long.
-    Stall(Duration),
-}
-
-/// One transfer as `GET /_sim/ledger` shows it (amount always a number).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerTransfer {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub amount: i64,
-    pub idempotency_key: Option<Uuid>,
-    pub metadata: Option<serde_json::Value>,
-    pub status: String,
-    pub created: DateTime<Utc>,
-}
-
-/// One user's wallet as `GET /_sim/ledger` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerUser {
-    pub id: Uuid,
-    pub wallet: Wallet,
-}
-
-/// Everything money-related the simulator holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Ledger {
-    pub transfers: Vec<LedgerTransfer>,
-    pub users: Vec<LedgerUser>,
-    pub app_wallet: i64,
-}
-
-impl Ledger {
-    /// The wallet of user `id`, if the simulator knows the user.
-    pub fn wallet(&self, id: Uuid) -> Option<&Wallet> {
-        self.users.iter().find(|u| u.id == id).map(|u| &u.wallet)
-    }
-}
 
 struct Inner {
     config: SimConfig,
@@ -371,31 +226,5 @@ impl Drop for SimHandle {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_partial_toml_table_keeps_the_other_defaults() {
-        let cfg: SimConfig = toml::from_str(
-            r#"
-            complete_after_secs = 0.5
-            duplicate_key_mode = "replay"
-            rate_limit = 20
-            [error_rates]
-            "POST /v2/transfers" = 0.1
-            "#,
-        )
-        .unwrap();
-        assert_eq!(cfg.duplicate_key_mode, DuplicateKeyMode::Replay);
-        assert_eq!(cfg.rate_limit, Some(20));
-        assert_eq!(cfg.error_rates["POST /v2/transfers"], 0.1);
-        assert_eq!(cfg.client_id, "sim-client");
-        assert_eq!(cfg.app_wallet_cents, 100_000_000_000);
-        let mode: SimConfig = toml::from_str(r#"duplicate_key_mode = "Reject""#).unwrap();
-        assert_eq!(mode.duplicate_key_mode, DuplicateKeyMode::Reject);
     }
 }

@@ -9,9 +9,10 @@
 //! onboarded as a new user if the flow had none). With webhooks on, every flow a payee finishes
 //! and every transfer created is announced once through the `Notifier` (never blocking).
 
-use super::validate::{ApiError, FlowRequest};
+use super::config::{DuplicateKeyMode, SimConfig};
+use super::validate::ApiError;
 use super::webhooks::{Notifier, SimEvent};
-use super::{DuplicateKeyMode, LedgerTransfer, LedgerUser, SimConfig};
+use super::wire::{FlowRequest, LedgerTransfer, LedgerUser, onboarded_metadata};
 use crate::dots::types::{CreateTransfer, CreateUser, Flow, PhoneNumber, Transfer, User, Wallet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -218,7 +219,7 @@ impl State {
             email: format!("payee-{short}@sim.example.com"),
             country_code: "1".to_string(),
             phone_number: phone.to_string(),
-            metadata: Some(serde_json::json!({ "onboarded_via_flow": flow_id.to_string() })),
+            metadata: Some(onboarded_metadata(flow_id)),
         })
     }
 

@@ -4,6 +4,7 @@
 //! names the offending field; nothing here reads or changes simulator state, so a rejected request
 //! never leaves a trace.
 
+use super::wire::FlowRequest;
 use crate::dots::types::{CreateTransfer, CreateUser, STEP_NAMES};
 use serde_json::Value;
 use uuid::Uuid;
@@ -30,16 +31,8 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        serde_json::json!({ "message": self.message, "error_code": self.code })
+        super::wire::error_json(&self.message, self.code)
     }
-}
-
-/// A validated `POST /v2/flows` body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FlowRequest {
-    pub steps: Vec<String>,
-    pub user_id: Option<Uuid>,
-    pub metadata: Option<Value>,
 }
 
 /// Parse a request body as a JSON object.

@@ -20,13 +20,12 @@
 //! - No ordering between messages (as with Svix): each message is delivered by its own task.
 
 use super::Sim;
-use super::handlers::transfer_json;
+use super::wire::{flow_updated_webhook, transfer_terminal_webhook, transfer_updated_webhook};
 use crate::dots::types::Transfer;
 use crate::webhook::verify::{Verifier, WebhookError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,10 +36,6 @@ use uuid::Uuid;
 /// The secret used when `webhook_url` is set but `webhook_secret` is not:
 /// `whsec_` + base64("payrun-sim-webhook-secret").
 pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_cGF5cnVuLXNpbS13ZWJob29rLXNlY3JldA==";
-
-/// Default redelivery schedule (ms before each attempt): Svix' "immediately, 5 s, 5 min, …"
-/// compressed for tests.
-pub const DEFAULT_RETRY_DELAYS_MS: [u64; 5] = [0, 50, 200, 1000, 5000];
 
 /// A change Dots would announce by webhook, sent by `state` while it holds the lock.
 #[derive(Debug, Clone)]
@@ -231,21 +226,18 @@ async fn dispatch(sim: Sim, mut rx: UnboundedReceiver<SimEvent>) {
     let mut deliveries = JoinSet::new();
     while let Some(event) = rx.recv().await {
         let messages = match event {
-            SimEvent::FlowUpdated(flow_id) => vec![outbox.message(
-                "flow.updated",
-                json!({ "event": "flow.updated", "flow_id": flow_id }),
-            )],
+            SimEvent::FlowUpdated(flow_id) => {
+                vec![outbox.message("flow.updated", flow_updated_webhook(flow_id))]
+            }
             SimEvent::TransferCreated(t) => {
-                let full = transfer_json(&t, sim.config().amounts_as_strings);
                 let terminal = format!("transfer.{}", t.status);
-                let mut m = vec![outbox.message(
-                    "transfer.updated",
-                    json!({ "event": "transfer.updated", "transfer_id": t.id }),
-                )];
+                let mut m =
+                    vec![outbox.message("transfer.updated", transfer_updated_webhook(t.id))];
                 if t.status == "completed" || t.status == "failed" {
-                    m.push(
-                        outbox.message(&terminal, json!({ "transfer": full, "transfer_id": t.id })),
-                    );
+                    m.push(outbox.message(
+                        &terminal,
+                        transfer_terminal_webhook(&t, sim.config().amounts_as_strings),
+                    ));
                 }
                 m
             }
