@@ -95,10 +95,10 @@ pub async fn write_report<W: Write>(
         let link = i.payout_link.as_deref().or(i.onboarding_link.as_deref());
         w.write_record([
             i.payee_id.as_str(),
-            &crate::money::format_cents(i.amount_cents),
-            &i.state,
-            i.dots_user_id.as_deref().unwrap_or(""),
-            i.transfer_id.as_deref().unwrap_or(""),
+            &crate::money::format_cents(i.amount.get()),
+            i.state.as_str(),
+            &i.dots_user_id.map(|u| u.to_string()).unwrap_or_default(),
+            &i.transfer_id.map(|t| t.to_string()).unwrap_or_default(),
             link.unwrap_or(""),
             &i.transfer_attempts.to_string(),
             i.last_error.as_deref().unwrap_or(""),

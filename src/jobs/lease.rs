@@ -72,7 +72,7 @@ impl Engine {
             ItemState::Pending | ItemState::Transferring => {
                 item.transfer_key.is_some() || last_attempt
             }
-            ItemState::Transferred => item.payout_call_open == 1 && !payout_intent_ours,
+            ItemState::Transferred => item.payout_call_open && !payout_intent_ours,
             _ => false,
         }
     }

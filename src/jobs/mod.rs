@@ -28,7 +28,7 @@ use rand::Rng;
 use serde_json::json;
 use tracing::{Instrument, info_span};
 
-use crate::batch::ItemId;
+use crate::batch::{BatchId, ItemId};
 use crate::config::WorkerSettings;
 use crate::dots::client::{DotsClient, DotsError, ErrorClass};
 use crate::item::ItemState;
@@ -110,7 +110,7 @@ pub struct Engine {
     /// Added to the wall clock when judging idempotency-key age (tests move it a day ahead).
     clock_offset_ms: Arc<AtomicI64>,
     /// Batches seen approved by this process (see [`Engine::batch_approved`]).
-    approved_batches: Arc<Mutex<HashSet<String>>>,
+    approved_batches: Arc<Mutex<HashSet<BatchId>>>,
 }
 
 impl Engine {
@@ -204,7 +204,7 @@ impl Engine {
         // A bounded loop: each turn makes one durable step.
         for _ in 0..16 {
             let payout_intent_ours = std::mem::take(&mut own_payout_intent);
-            let state = item.item_state()?;
+            let state = item.state;
             let early_by = item.next_attempt_at - now_ms();
             if early_by > 0 && state.is_workable() {
                 if early_by > QUEUE_TIME_GRAIN_MS {
@@ -228,7 +228,7 @@ impl Engine {
                 };
                 item = leased;
             }
-            let step = match item.item_state()? {
+            let step = match item.state {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
                 ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
@@ -250,12 +250,12 @@ impl Engine {
 
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
     async fn start(&self, item: &ItemRecord) -> Result<Step, JobError> {
-        let id = item.item_id()?;
-        if !self.batch_approved(&item.batch_id).await? {
+        let id = item.id;
+        if !self.batch_approved(item.batch_id).await? {
             // Awaiting approval (approve enqueues it again) or canceled.
             return Ok(Step::Done(Next::Idle));
         }
-        let known = match item.user_id()? {
+        let known = match item.dots_user_id {
             Some(u) => Some(u),
             None => self.store.payee_user(&item.payee_id).await?,
         };
@@ -286,8 +286,8 @@ impl Engine {
     /// never gets here, and one that read `pending` before it moves the item only through
     /// `WHERE state = 'pending'`, which then changes nothing — the same race a fresh read of
     /// the batch has, since the cancel may land right after that read too.
-    async fn batch_approved(&self, batch_id: &str) -> Result<bool, StoreError> {
-        if self.approved_batches().contains(batch_id) {
+    async fn batch_approved(&self, batch_id: BatchId) -> Result<bool, StoreError> {
+        if self.approved_batches().contains(&batch_id) {
             return Ok(true);
         }
         let approved = self.store.batch_approved(batch_id).await?;
@@ -296,12 +296,12 @@ impl Engine {
             if seen.len() >= APPROVED_BATCHES_CAP {
                 seen.clear();
             }
-            seen.insert(batch_id.to_owned());
+            seen.insert(batch_id);
         }
         Ok(approved)
     }
 
-    fn approved_batches(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn approved_batches(&self) -> std::sync::MutexGuard<'_, HashSet<BatchId>> {
         // A panic while holding it cannot leave the set half-updated in a harmful way.
         self.approved_batches
             .lock()
@@ -317,7 +317,7 @@ impl Engine {
         what: &str,
         err: &DotsError,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         let msg = format!("{what}: {err}");
         let out_of_attempts = item.attempts + 1 >= self.settings.max_attempts as i64;
         if err.class() == ErrorClass::Permanent || out_of_attempts {
@@ -339,8 +339,8 @@ impl Engine {
 /// tie a Dots object back to the item.
 pub fn item_metadata(item: &ItemRecord, purpose: &str) -> serde_json::Value {
     json!({
-        "payrun_batch_id": item.batch_id,
-        "payrun_item_id": item.id,
+        "payrun_batch_id": item.batch_id.to_string(),
+        "payrun_item_id": item.id.to_string(),
         "payee_id": item.payee_id,
         "purpose": purpose,
     })

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{Engine, JobError, Next, Step};
 use crate::dots::client::{DotsError, ErrorClass};
 use crate::dots::types::{CreateTransfer, Transfer};
-use crate::item::{IdempotencyKey, ItemState};
+use crate::item::{IdempotencyKey, ItemState, TransferOutcome};
 use crate::money::Cents;
 use crate::store::{CallOutcome, ItemRecord, now_ms};
 
@@ -35,39 +35,35 @@ enum Reconciled {
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id, attempt = item.transfer_attempts))]
     pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Step, JobError> {
-        let id = item.item_id()?;
-        let Some(user) = item.user_id()? else {
+        let id = item.id;
+        let Some(user) = item.dots_user_id else {
             self.store
                 .fail_item(id, ItemState::Transferring, "no Dots user id to pay")
                 .await?;
             return Ok(Step::Done(Next::Idle));
         };
-        if let Some(done) = item.transfer_id.as_deref() {
+        if let Some(t) = item.transfer_id {
             // Defence in depth: an item that has a transfer is never paid again.
-            let t: Uuid = done
-                .parse()
-                .map_err(|e| crate::store::StoreError::Corrupt(format!("transfer_id: {e}")))?;
             return Ok(self
                 .store
                 .record_transfer_done(id, t, "already recorded")
                 .await?
                 .into());
         }
-        let amount = Cents::from_stored(item.amount_cents)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        let amount = item.amount;
         let now = self.now();
-        let outcome = item.transfer_outcome.as_deref();
+        let outcome = item.transfer_outcome;
         let key_age = item.transfer_key_at.map(|t| now - t).unwrap_or(0);
         let aged_out = key_age >= KEY_WINDOW_MS;
-        let unclear = matches!(outcome, Some("ambiguous" | "retryable" | "duplicate_key"));
+        let unclear = outcome.is_some_and(TransferOutcome::is_unclear);
 
-        let mut key = item.key()?;
-        let mut generation = item.transfer_key_gen as u32;
+        let mut key = item.transfer_key;
+        let mut generation = item.transfer_key_gen;
         let mut key_at = item.transfer_key_at.unwrap_or(now);
         let must_reconcile = key.is_some()
-            && (item.transfer_call_open == 1
-                || outcome == Some("duplicate_key")
-                || outcome == Some("rerun")
+            && (item.transfer_call_open
+                || outcome == Some(TransferOutcome::DuplicateKey)
+                || outcome == Some(TransferOutcome::Rerun)
                 || (unclear && aged_out));
         if must_reconcile {
             match self.reconcile(item, user).await {
@@ -91,7 +87,7 @@ impl Engine {
                         // Proven absent and the key is forgotten by Dots: a new key, recorded below before the call.
                         generation += 1;
                         key = None;
-                    } else if outcome == Some("duplicate_key") {
+                    } else if outcome == Some(TransferOutcome::DuplicateKey) {
                         // Dots saw the key but lists no transfer: the first request may still be
                         // in flight there. Wait, then retry the same key (or a new one once aged out).
                         let at = self.next_attempt_at(item.attempts, None);
@@ -136,11 +132,10 @@ impl Engine {
         item: &ItemRecord,
         user: Uuid,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         debug_assert!(item.transfer_key.is_none() && item.transfer_id.is_none());
-        let amount = Cents::from_stored(item.amount_cents)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        let generation = item.transfer_key_gen as u32;
+        let amount = item.amount;
+        let generation = item.transfer_key_gen;
         let key = IdempotencyKey::derive(id, generation);
         // Phase 1: intent and key are durable before the request leaves.
         if self
@@ -163,7 +158,7 @@ impl Engine {
         amount: Cents,
         key: IdempotencyKey,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         // Phase 2: the call, with no transaction open.
         let req = CreateTransfer {
             amount: amount.as_credit(),
@@ -208,7 +203,7 @@ impl Engine {
         outcome: CallOutcome,
         err: &DotsError,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         let msg = err.to_string();
         let give_up = outcome == CallOutcome::Permanent
             || item.attempts + 1 >= self.settings.max_attempts as i64;
@@ -281,7 +276,7 @@ impl Engine {
         let transfers = self.dots.list_all_transfers(user).await?;
         let mine = transfers
             .into_iter()
-            .find(|t| t.metadata_str("payrun_item_id") == Some(item.id.as_str()));
+            .find(|t| t.metadata_str("payrun_item_id") == Some(item.id.to_string().as_str()));
         Ok(match mine {
             Some(t) if !matches!(t.status.as_str(), "failed" | "canceled" | "reversed") => {
                 Reconciled::Found(t)

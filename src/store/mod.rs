@@ -19,12 +19,14 @@ mod bulk;
 mod feed;
 mod items;
 mod protocol;
+mod record;
 pub mod source;
 mod transitions;
 
 pub use batches::*;
 pub use items::*;
 pub use protocol::*;
+pub use record::ItemRecord;
 
 use std::str::FromStr;
 use std::time::Duration;

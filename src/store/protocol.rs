@@ -9,25 +9,7 @@ use super::{ItemRecord, Store, StoreError, on_pool};
 use crate::batch::ItemId;
 use crate::item::{IdempotencyKey, ItemState};
 
-/// What the transfer protocol records after a call that did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallOutcome {
-    Retryable,
-    Ambiguous,
-    DuplicateKey,
-    Permanent,
-}
-
-impl CallOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallOutcome::Retryable => "retryable",
-            CallOutcome::Ambiguous => "ambiguous",
-            CallOutcome::DuplicateKey => "duplicate_key",
-            CallOutcome::Permanent => "permanent",
-        }
-    }
-}
+pub use crate::item::CallOutcome;
 
 impl Store {
     /// pending -> onboarding: the onboarding flow exists at Dots; poll it from `next_poll_at`.

@@ -10,7 +10,7 @@
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::items::ITEM_COLUMNS;
+use super::record::{ITEM_COLUMNS, ItemRow, typed};
 use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
 use crate::item::ItemState;
@@ -80,7 +80,7 @@ impl Store {
         );
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+            let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
                 .bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
             for b in binds {
                 q = match b {
@@ -106,7 +106,7 @@ impl Store {
             tx.commit().await?;
             row
         });
-        Ok(row)
+        typed(row)
     }
 
     /// Updates columns without a state change, guarded by the current state, with an event.
@@ -127,7 +127,7 @@ impl Store {
         );
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+            let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
                 .bind(now).bind(id.to_string()).bind(state.as_str());
             for b in binds {
                 q = match b {
@@ -144,7 +144,7 @@ impl Store {
             tx.commit().await?;
             row
         });
-        Ok(row)
+        typed(row)
     }
 
     pub async fn remember_payee(&self, payee_id: &str, user_id: Uuid) -> Result<(), StoreError> {
