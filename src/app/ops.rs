@@ -92,9 +92,6 @@ pub async fn cancel(
             ItemState::Failed if i.transfer_id.is_some() => {
                 Some("already paid: the transfer was made")
             }
-            ItemState::Failed if i.transfer_key.is_some() && !definitely_unpaid(&i) => Some(
-                "an earlier transfer attempt may have reached Dots: run `payrun audit` or `payrun rerun` first",
-            ),
             _ => None,
         };
         match why_not {
@@ -104,6 +101,12 @@ pub async fn cancel(
             None if store.cancel_item(id, state).await?.is_some() => {
                 r.done.push((i.id.to_string(), i.payee_id.clone()))
             }
+            // The store's guard refuses a failed item that may have been paid.
+            None if state == ItemState::Failed && i.transfer_key.is_some() => r.skipped.push((
+                i.id.to_string(),
+                i.payee_id.clone(),
+                "an earlier transfer attempt may have reached Dots: run `payrun audit` or `payrun rerun` first".into(),
+            )),
             None => r.skipped.push((
                 i.id.to_string(),
                 i.payee_id.clone(),
@@ -115,15 +118,6 @@ pub async fn cancel(
         store.cancel_batch_record(batch).await?;
     }
     Ok(r)
-}
-
-/// Dots refused the only transfer attempt outright: nothing can have moved.
-fn definitely_unpaid(i: &ItemRecord) -> bool {
-    i.transfer_attempts <= 1
-        && matches!(
-            i.transfer_outcome,
-            Some(o) if o.proves_unpaid()
-        )
 }
 
 /// `payrun rerun BATCH [--item ID] [--failed]`: puts failed items back through the safety

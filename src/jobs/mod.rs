@@ -13,6 +13,7 @@
 pub mod feed;
 mod flows;
 mod lease;
+pub mod plan;
 mod queue;
 mod transfer;
 pub mod worker;

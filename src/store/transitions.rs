@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::record::{ITEM_COLUMNS, ItemRow, typed};
 use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
-use crate::item::ItemState;
+use crate::item::{ItemState, TransferOutcome};
 
 impl Store {
     /// Appends an event that is not a state change (an API call outcome, an error, a poll).
@@ -74,8 +74,9 @@ impl Store {
             }
             None => String::new(),
         };
+        let guard = c.guard.map(|g| format!(" AND ({g})")).unwrap_or_default();
         let sql = format!(
-            "UPDATE items SET state = $1, updated_at = $2{sep}{set}{release} WHERE id = $3 AND state = $4
+            "UPDATE items SET state = $1, updated_at = $2{sep}{set}{release} WHERE id = $3 AND state = $4{guard}
              RETURNING {ITEM_COLUMNS}"
         );
         let row = on_pool!(&self.pool, p => {
@@ -185,21 +186,22 @@ impl Store {
         }
     }
 
-    /// Cancels an item that has not transferred; `Ok(None)`: it was not in `from` any more.
+    /// Cancels an item that has not transferred; `Ok(None)`: it was not in `from` any more,
+    /// or it is a failed item that may have been paid. A failed item is canceled only if it is
+    /// definitely unpaid: no transfer recorded, and either no key on record or its only
+    /// attempt's outcome proves nothing moved (Dots refused it, or reconciliation found none).
+    /// The rule is this statement's guard, so no caller can skip it.
     pub async fn cancel_item(
         &self,
         id: ItemId,
         from: ItemState,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        self.transition(
-            id,
-            from,
-            ItemState::Canceled,
-            "next_poll_at = NULL",
-            vec![],
-            "canceled by operator",
-        )
-        .await
+        let unpaid = definitely_unpaid_sql();
+        let mut c = Change::new("next_poll_at = NULL", vec![], "canceled by operator");
+        if from == ItemState::Failed {
+            c.guard = Some(&unpaid);
+        }
+        self.transition_with(id, from, ItemState::Canceled, c).await
     }
 
     /// A new flow link for a payee whose link went stale: the item steps back so the job makes
@@ -244,6 +246,8 @@ pub(super) struct Change<'a> {
     pub(super) also: Option<(&'a str, &'a str)>,
     /// Release this owner's lease in the same `UPDATE`: the job's last write to the item.
     pub(super) release: Option<&'a str>,
+    /// A further condition (no binds) the row must meet besides its state.
+    pub(super) guard: Option<&'a str>,
 }
 
 impl<'a> Change<'a> {
@@ -255,8 +259,23 @@ impl<'a> Change<'a> {
             payee: None,
             also: None,
             release: None,
+            guard: None,
         }
     }
+}
+
+/// A failed item that is definitely unpaid (see [`Store::cancel_item`]), as SQL.
+fn definitely_unpaid_sql() -> String {
+    let proves: Vec<String> = TransferOutcome::ALL
+        .into_iter()
+        .filter(|o| o.proves_unpaid())
+        .map(|o| format!("'{}'", o.as_str()))
+        .collect();
+    format!(
+        "transfer_id IS NULL AND (transfer_key IS NULL OR
+         (transfer_attempts <= 1 AND transfer_outcome IN ({})))",
+        proves.join(", ")
+    )
 }
 
 const STATE_EVENT: &str =
