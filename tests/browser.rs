@@ -54,7 +54,7 @@ async fn an_operator_logs_in_sees_progress_and_reruns_a_failed_item_in_chromium(
     // One payee finished their payout flow: the poller marks the item completed.
     let alice = app.item(batch, "alice").await.payout_flow_id.unwrap();
     app.sim().complete_flow(alice).expect("alice's flow exists");
-    payrun::poll::poll_due(&app.engine, i64::MAX, 100)
+    payrun::jobs::poll::poll_due(&app.engine, i64::MAX, 100)
         .await
         .unwrap();
     assert_eq!(app.item(batch, "alice").await.state, ItemState::Completed);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::app::*;
-use payrun::poll;
+use payrun::jobs::poll;
 use payrun::store::now_ms;
 
 on_both_backends!(an_open_flow_is_polled_only_when_due_and_backs_off);

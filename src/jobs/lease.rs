@@ -4,7 +4,7 @@
 use super::Engine;
 use super::plan::TransferPlan;
 use crate::item::ItemState;
-use crate::store::{ItemRecord, now_ms};
+use crate::store::ItemRecord;
 
 /// Time a step needs beyond its one Dots call: its few database statements and the client's
 /// rate-limiter wait (see [`lease_left_needed_ms`]).
@@ -54,7 +54,7 @@ impl Engine {
             self.dots.timeout().as_millis() as i64,
             self.step_may_reconcile(item, state, payout_intent_ours),
         );
-        item.lease_until - now_ms() < needed
+        item.lease_until - self.now() < needed
     }
 
     /// Whether the step may call Dots more than once, i.e. reconcile. A transfer step (or a

@@ -14,6 +14,7 @@ pub mod feed;
 mod flows;
 mod lease;
 pub mod plan;
+pub mod poll;
 mod queue;
 mod transfer;
 pub mod worker;
@@ -54,30 +55,50 @@ pub enum Next {
     Busy(i64),
 }
 
+/// How a job ends, as far as its lease goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// The job still holds the lease: [`Engine::process_item`] releases it.
+    Held(Next),
+    /// The job's last write released the lease (or found it taken over).
+    Released(Next),
+}
+
+impl Lease {
+    fn next(self) -> Next {
+        match self {
+            Lease::Held(next) | Lease::Released(next) => next,
+        }
+    }
+}
+
 /// Where a step left the item.
 enum Step {
-    /// Nothing more to do now: the job answers this.
-    Done(Next),
-    /// The same, and the step's last write released the lease (or found it taken over).
-    Released(Next),
+    /// Nothing more to do now: the job ends so.
+    Done(Lease),
     /// The step moved the item on: go on with the row its last write returned (`RETURNING`),
     /// which is the item as that write committed it — no need to read it again.
     Moved(Box<ItemRecord>),
-    /// Like `Moved`, and that write also marked this job's payout-flow call open (with the
-    /// transfer's success): the payout step makes the call without first searching for a
-    /// flow an earlier, interrupted call might have made.
-    MovedWithPayoutIntent(Box<ItemRecord>),
+    /// Like `Moved`, and that write also committed the payout-flow call's intent with the
+    /// transfer's success: the payout intent is ours, so the payout step makes the call
+    /// without first searching for a flow an earlier, interrupted call might have made.
+    MovedPayoutIntentOurs(Box<ItemRecord>),
     /// A guarded write found the item changed under us: read it again.
     Changed,
 }
 
 impl Step {
+    /// Nothing more to do now; the job still holds the lease.
+    fn done(next: Next) -> Step {
+        Step::Done(Lease::Held(next))
+    }
+
     /// The end of a job whose last write was asked to release the lease: it did when the
     /// write happened; if the guard missed, the job still holds the lease and releases it.
     fn done_releasing(next: Next, written: Option<ItemRecord>) -> Step {
         match written {
-            Some(_) => Step::Released(next),
-            None => Step::Done(next),
+            Some(_) => Step::Done(Lease::Released(next)),
+            None => Step::done(next),
         }
     }
 }
@@ -152,7 +173,7 @@ impl Engine {
     }
 
     pub fn next_attempt_at(&self, attempt: i64, err: Option<&DotsError>) -> i64 {
-        now_ms()
+        self.now()
             + self
                 .backoff(attempt, err.and_then(|e| e.retry_after()))
                 .as_millis() as i64
@@ -166,7 +187,7 @@ impl Engine {
             .or(sched.last())
             .copied()
             .unwrap_or(60);
-        now_ms() + secs as i64 * 1000
+        self.now() + secs as i64 * 1000
     }
 
     /// Works the item until it waits, ends, or needs a retry later.
@@ -186,33 +207,28 @@ impl Engine {
         // Release even on error, unless the job's last write did; a crash instead leaves the
         // lease to expire.
         let released = match res {
-            Ok((_, true)) => Ok(()),
+            Ok(Lease::Released(_)) => Ok(()),
             _ => self.store.release_lease(id, &self.owner).await,
         };
-        let (next, _) = res?;
+        let next = res?.next();
         released?;
         Ok(next)
     }
 
-    /// Works the leased item; also answers whether the last write released the lease.
-    async fn work_leased(
-        &self,
-        id: ItemId,
-        mut item: ItemRecord,
-    ) -> Result<(Next, bool), JobError> {
-        // Set when the last step committed the payout flow's intent for the next one.
-        let mut own_payout_intent = false;
+    /// Works the leased item; the answer says whether the job still holds the lease.
+    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Lease, JobError> {
+        // Whether the last step committed the payout flow's intent for the next one.
+        let mut payout_intent_ours = false;
         // A bounded loop: each turn makes one durable step.
         for _ in 0..16 {
-            let payout_intent_ours = std::mem::take(&mut own_payout_intent);
             let state = item.state;
-            let early_by = item.next_attempt_at - now_ms();
+            let early_by = item.next_attempt_at - self.now();
             if early_by > 0 && state.is_workable() {
                 if early_by > QUEUE_TIME_GRAIN_MS {
                     // Early: the job that recorded this retry also queued one for that time.
                     // This one (a duplicate delivery) ends here, or duplicates would live as
                     // long as the item keeps retrying.
-                    return Ok((Next::Idle, false));
+                    return Ok(Lease::Held(Next::Idle));
                 }
                 // The retry's own job: the queue keeps run times in whole seconds, so it may
                 // come up to a second early. Wait out the rest.
@@ -225,7 +241,7 @@ impl Engine {
                     .try_lease(id, &self.owner, self.lease_ms())
                     .await?
                 else {
-                    return Ok((Next::Busy(now_ms() + self.lease_ms()), false));
+                    return Ok(Lease::Held(Next::Busy(self.now() + self.lease_ms())));
                 };
                 item = leased;
             }
@@ -233,20 +249,19 @@ impl Engine {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
                 ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
-                _ => return Ok((Next::Idle, false)),
+                _ => return Ok(Lease::Held(Next::Idle)),
             };
-            item = match step {
-                Step::Done(next) => return Ok((next, false)),
-                Step::Released(next) => return Ok((next, true)),
-                Step::Moved(row) => *row,
-                Step::MovedWithPayoutIntent(row) => {
-                    own_payout_intent = true;
-                    *row
+            (item, payout_intent_ours) = match step {
+                Step::Done(lease) => return Ok(lease),
+                Step::Moved(row) => (*row, false),
+                Step::MovedPayoutIntentOurs(row) => (*row, true),
+                Step::Changed => {
+                    let row = self.store.item(id).await?;
+                    (row.ok_or(JobError::NoSuchItem(id))?, false)
                 }
-                Step::Changed => self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?,
             };
         }
-        Ok((Next::RetryAt(now_ms()), false))
+        Ok(Lease::Held(Next::RetryAt(self.now())))
     }
 
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
@@ -254,7 +269,7 @@ impl Engine {
         let id = item.id;
         if !self.batch_approved(item.batch_id).await? {
             // Awaiting approval (approve enqueues it again) or canceled.
-            return Ok(Step::Done(Next::Idle));
+            return Ok(Step::done(Next::Idle));
         }
         let known = match item.dots_user_id {
             Some(u) => Some(u),
@@ -328,11 +343,11 @@ impl Engine {
                 msg
             };
             self.store.fail_item(id, state, &reason).await?;
-            return Ok(Step::Done(Next::Idle));
+            return Ok(Step::done(Next::Idle));
         }
         let at = self.next_attempt_at(item.attempts, Some(err));
         self.store.record_retry(id, state, &msg, at).await?;
-        Ok(Step::Done(Next::RetryAt(at)))
+        Ok(Step::done(Next::RetryAt(at)))
     }
 }
 

@@ -50,7 +50,7 @@ impl Engine {
                 self.store
                     .fail_item(id, ItemState::Transferring, reason)
                     .await?;
-                return Ok(Step::Done(Next::Idle));
+                return Ok(Step::done(Next::Idle));
             }
             TransferAction::Send { user, key } => (user, key),
             TransferAction::Reconcile { user, if_none } => match self.reconcile(item, user).await {
@@ -82,7 +82,7 @@ impl Engine {
                                     at,
                                 )
                                 .await?;
-                            return Ok(Step::Done(Next::RetryAt(at)));
+                            return Ok(Step::done(Next::RetryAt(at)));
                         }
                     }
                 }
@@ -162,7 +162,7 @@ impl Engine {
                     .record_transfer_done_with_payout_intent(id, t.id, "made")
                     .await?;
                 Ok(match done {
-                    Some(row) => Step::MovedWithPayoutIntent(Box::new(row)),
+                    Some(row) => Step::MovedPayoutIntentOurs(Box::new(row)),
                     None => Step::Changed,
                 })
             }
@@ -204,7 +204,7 @@ impl Engine {
                 self.store
                     .record_transfer_failure(id, outcome, &msg, at)
                     .await?;
-                return Ok(Step::Done(Next::RetryAt(at)));
+                return Ok(Step::done(Next::RetryAt(at)));
             }
             AfterFailure::ReconcileThenFail => match self.reconcile(item, user).await {
                 Ok(Reconciled::Found(t)) => {
@@ -229,7 +229,7 @@ impl Engine {
                             at,
                         )
                         .await?;
-                    return Ok(Step::Done(Next::RetryAt(at)));
+                    return Ok(Step::done(Next::RetryAt(at)));
                 }
             },
             AfterFailure::Fail => {}
@@ -248,7 +248,7 @@ impl Engine {
         self.store
             .fail_item(id, ItemState::Transferring, &reason)
             .await?;
-        Ok(Step::Done(Next::Idle))
+        Ok(Step::done(Next::Idle))
     }
 
     /// Looks for a transfer this item already made: every page of the user's transfers,

@@ -13,8 +13,8 @@ use payrun::config::Settings;
 use payrun::dots::client::DotsClient;
 use payrun::dots::sim::{Ledger, LedgerTransfer, Sim, SimConfig, SimHandle};
 use payrun::dots::types::CreateUser;
+use payrun::jobs::poll;
 use payrun::jobs::{Engine, Queue};
-use payrun::poll;
 use payrun::store::{ItemRecord, Store};
 use uuid::Uuid;
 

@@ -8,9 +8,9 @@
 use futures::StreamExt;
 use tracing::{info, instrument, warn};
 
+use super::{Engine, JobError};
 use crate::batch::ItemId;
 use crate::item::ItemState;
-use crate::jobs::{Engine, JobError};
 use crate::store::ItemRecord;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollRepor
     // Claimed for a minute; each poll below records the item's real next time.
     let due = engine
         .store
-        .claim_due_polls(now, limit, crate::store::now_ms() + 60_000)
+        .claim_due_polls(now, limit, engine.now() + 60_000)
         .await?;
     let results: Vec<_> = futures::stream::iter(due)
         .map(|item| async move { poll_one(engine, &item).await })
