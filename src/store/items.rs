@@ -1,5 +1,6 @@
 //! Items: reads, leases, and the queries the poller, the sweep and the reports need. The row
-//! type is in `record.rs`; the guarded state transitions and the event log in `transitions.rs`.
+//! type is in `record.rs`; the guarded writes are in `writes.rs`, on the machinery in
+//! `transitions.rs`.
 
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;

@@ -18,15 +18,15 @@ mod batches;
 mod bulk;
 mod feed;
 mod items;
-mod protocol;
 mod record;
 pub mod source;
 mod transitions;
+mod writes;
 
 pub use batches::*;
 pub use items::*;
-pub use protocol::*;
 pub use record::ItemRecord;
+pub use writes::*;
 
 use std::str::FromStr;
 use std::time::Duration;
