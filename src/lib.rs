@@ -2,7 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map. In short: `intake` validates a CSV, `store` keeps batches
 //! and items (the source of truth), `jobs` moves each item through its state machine
-//! (`item`) calling Dots through `dots::client`, `poll` watches flows waiting on payees, `webhook`
+//! (`item`) calling Dots through `dots::client`, `jobs::poll` watches flows waiting on payees, `webhook`
 //! receives Dots' signed webhooks, and `app` holds the operator commands the binary exposes.
 
 pub mod app;
@@ -16,7 +16,6 @@ pub mod item;
 pub mod jobs;
 pub mod metrics;
 pub mod money;
-pub mod poll;
 pub mod store;
 pub mod text;
 pub mod webhook;

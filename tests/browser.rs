@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::app::*;
 use fixture::{batch_with_a_failed_item, serve_dashboard};
+use payrun::item::ItemState;
 
 const TOKEN: &str = "browser-test-token-9876543210-abcdefgh";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -51,17 +52,12 @@ async fn an_operator_logs_in_sees_progress_and_reruns_a_failed_item_in_chromium(
     let app = spawn_app(Backend::Sqlite, quiet_sim()).await;
     let (batch, failed) = batch_with_a_failed_item(&app, &["alice", "bob", "carol"]).await;
     // One payee finished their payout flow: the poller marks the item completed.
-    let alice = app
-        .item(batch, "alice")
-        .await
-        .payout_flow()
-        .unwrap()
-        .unwrap();
+    let alice = app.item(batch, "alice").await.payout_flow_id.unwrap();
     app.sim().complete_flow(alice).expect("alice's flow exists");
-    payrun::poll::poll_due(&app.engine, i64::MAX, 100)
+    payrun::jobs::poll::poll_due(&app.engine, i64::MAX, 100)
         .await
         .unwrap();
-    assert_eq!(app.item(batch, "alice").await.state, "completed");
+    assert_eq!(app.item(batch, "alice").await.state, ItemState::Completed);
     let base = serve_dashboard(&app, TOKEN).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(payrun::app::work_until(app.engine.clone(), async move {
@@ -113,7 +109,10 @@ async fn an_operator_logs_in_sees_progress_and_reruns_a_failed_item_in_chromium(
         .expect("the worker stops within 30 s")
         .expect("worker task")
         .expect("worker ran cleanly");
-    assert_eq!(app.item(batch, "broke").await.state, "awaiting_payout");
+    assert_eq!(
+        app.item(batch, "broke").await.state,
+        ItemState::AwaitingPayout
+    );
     app.assert_paid_exactly_once(batch).await;
     let png = std::fs::read(&screenshot).expect("the screenshot was written");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");

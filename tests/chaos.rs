@@ -16,6 +16,7 @@ use common::app::{Backend, fresh_database};
 use futures::StreamExt;
 use payrun::app::audit::{SeenTransfer, compare};
 use payrun::dots::sim::Ledger;
+use payrun::item::ItemState;
 use payrun::store::Store;
 use rand::Rng;
 use tokio::process::{Child, Command};
@@ -289,7 +290,7 @@ approval_threshold_cents = 0
     let paid = records.iter().filter(|r| r.transfer_id.is_some()).count();
     assert_eq!(ledger.transfers.len(), paid, "one transfer per paid item");
     for r in &records {
-        let s = r.item_state().unwrap();
+        let s = r.state;
         assert!(s.is_settled(), "{} is {}", r.payee_id, r.state);
         if s != payrun::item::ItemState::Failed {
             assert!(
@@ -306,14 +307,17 @@ approval_threshold_cents = 0
         depth < items as i64 / 2,
         "{depth} jobs still queued for {items} items"
     );
-    let failed = records.iter().filter(|r| r.state == "failed").count();
+    let failed = records
+        .iter()
+        .filter(|r| r.state == ItemState::Failed)
+        .count();
     assert_eq!(
         failed,
         0,
         "no item should fail under transient faults: {:?}",
         records
             .iter()
-            .filter(|r| r.state == "failed")
+            .filter(|r| r.state == ItemState::Failed)
             .map(|r| r.last_error.clone())
             .collect::<Vec<_>>()
     );

@@ -8,6 +8,7 @@ mod fixture;
 
 use common::app::*;
 use fixture::{batch_with_a_failed_item, serve_dashboard};
+use payrun::item::ItemState;
 use reqwest::{Client, StatusCode, header};
 use serde_json::Value;
 
@@ -109,13 +110,13 @@ async fn every_page_and_api_route_answers_401_without_the_right_token(b: Backend
             );
         }
         let r = with(http.post(format!("{base}/api/batches/{batch}/rerun")))
-            .json(&serde_json::json!({ "item": failed.id }))
+            .json(&serde_json::json!({ "item": failed.id.to_string() }))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "API POST with {name}");
         let r = with(http.post(format!("{base}/batches/{batch}/rerun")))
-            .form_fields(&[("item", failed.id.as_str())])
+            .form_fields(&[("item", failed.id.to_string().as_str())])
             .send()
             .await
             .unwrap();
@@ -134,7 +135,7 @@ async fn every_page_and_api_route_answers_401_without_the_right_token(b: Backend
     assert!(r.headers().get(header::SET_COOKIE).is_none());
     assert_eq!(
         app.item(batch, "broke").await.state,
-        "failed",
+        ItemState::Failed,
         "no refused request changed anything"
     );
 }
@@ -242,7 +243,7 @@ async fn a_form_posted_with_the_cookie_alone_needs_the_csrf_field(b: Backend) {
         .await
         .unwrap();
     let csrf = csrf_of(&page);
-    let item = app.item(batch, "newbie").await.id;
+    let item = app.item(batch, "newbie").await.id.to_string();
     let cancel = format!("{base}/batches/{batch}/cancel");
 
     for bad in [None, Some("0123"), Some("")] {
@@ -268,7 +269,7 @@ async fn a_form_posted_with_the_cookie_alone_needs_the_csrf_field(b: Backend) {
         StatusCode::FORBIDDEN,
         "API POST with the cookie alone"
     );
-    assert_eq!(app.item(batch, "newbie").await.state, "pending");
+    assert_eq!(app.item(batch, "newbie").await.state, ItemState::Pending);
 
     let r = http
         .post(&cancel)
@@ -287,7 +288,7 @@ async fn a_form_posted_with_the_cookie_alone_needs_the_csrf_field(b: Backend) {
         to,
         format!("/batches/{batch}?state=pending&msg=canceled+1+item+%28newbie%29")
     );
-    assert_eq!(app.item(batch, "newbie").await.state, "canceled");
+    assert_eq!(app.item(batch, "newbie").await.state, ItemState::Canceled);
     let page = http
         .get(format!("{base}{to}"))
         .header(header::COOKIE, &cookie)
@@ -368,7 +369,7 @@ async fn rerunning_a_failed_item_through_the_api_sends_it_back_to_awaiting_payou
     let r: Value = http
         .post(format!("{base}/api/batches/{batch}/rerun"))
         .bearer_auth(TOKEN)
-        .json(&serde_json::json!({ "item": failed.id }))
+        .json(&serde_json::json!({ "item": failed.id.to_string() }))
         .send()
         .await
         .unwrap()
@@ -377,7 +378,7 @@ async fn rerunning_a_failed_item_through_the_api_sends_it_back_to_awaiting_payou
         .unwrap();
     assert_eq!(r["done"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["done"][0][1], "broke");
-    assert_eq!(app.item(batch, "broke").await.state, "transferred");
+    assert_eq!(app.item(batch, "broke").await.state, ItemState::Transferred);
 
     app.step_until_idle(batch).await;
     let v: Value = http

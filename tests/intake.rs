@@ -5,6 +5,7 @@ mod common;
 
 use common::app::*;
 use payrun::app::{SubmitError, SubmitOptions, Submitted};
+use payrun::item::ItemState;
 use payrun::store::CreateBatchError;
 
 on_both_backends!(
@@ -147,8 +148,8 @@ async fn an_accepted_file_enqueues_one_job_per_item(b: Backend) {
     assert_eq!(app.store.queued_jobs().await.unwrap(), 2);
     let items = app.items(batch).await;
     assert_eq!(items.len(), 2);
-    assert!(items.iter().all(|i| i.state == "pending"));
-    assert_eq!(items.iter().map(|i| i.amount_cents).sum::<i64>(), 375);
+    assert!(items.iter().all(|i| i.state == ItemState::Pending));
+    assert_eq!(items.iter().map(|i| i.amount.get()).sum::<i64>(), 375);
 }
 
 async fn a_bad_row_late_in_a_large_file_leaves_nothing_stored(b: Backend) {

@@ -213,11 +213,11 @@ async fn a_batch_over_the_approval_threshold_waits_until_approved(b: Backend) {
         0,
         "nothing enqueued"
     );
-    let id = app.item(batch, "big").await.item_id().unwrap();
+    let id = app.item(batch, "big").await.id;
     app.engine.process_item(id).await.unwrap();
     assert_eq!(
         app.item(batch, "big").await.state,
-        "pending",
+        ItemState::Pending,
         "a stray job does nothing"
     );
     assert!(app.ledger().transfers.is_empty());
@@ -230,7 +230,10 @@ async fn a_batch_over_the_approval_threshold_waits_until_approved(b: Backend) {
     );
     assert_eq!(app.store.queued_jobs().await.unwrap(), 1);
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "big").await.state, "awaiting_payout");
+    assert_eq!(
+        app.item(batch, "big").await.state,
+        ItemState::AwaitingPayout
+    );
     app.assert_paid_exactly_once(batch).await;
 }
 
@@ -240,7 +243,7 @@ async fn rerunning_a_failed_item_whose_transfer_happened_does_not_pay_again(b: B
     let batch = app
         .batch(&format!("{HEADER}{}", known_payee_row("p", "8.00")))
         .await;
-    let id = app.item(batch, "p").await.item_id().unwrap();
+    let id = app.item(batch, "p").await.id;
     // The transfer went through but its response was lost; then every retry was refused and
     // the item failed without learning that the money moved.
     app.sim()
@@ -264,7 +267,7 @@ async fn rerunning_a_failed_item_whose_transfer_happened_does_not_pay_again(b: B
         "running rerun twice is safe"
     );
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     assert_eq!(app.ledger().transfers.len(), 1, "reconciled, not re-sent");
     app.assert_paid_exactly_once(batch).await;
 }
@@ -275,7 +278,7 @@ async fn rerunning_an_item_that_failed_after_its_transfer_only_redoes_the_payout
     let batch = app
         .batch(&format!("{HEADER}{}", known_payee_row("p", "8.00")))
         .await;
-    let id = app.item(batch, "p").await.item_id().unwrap();
+    let id = app.item(batch, "p").await.id;
     let attempts = app.settings.worker.max_attempts as usize;
     app.sim().inject(
         "POST /v2/flows",
@@ -284,7 +287,7 @@ async fn rerunning_an_item_that_failed_after_its_transfer_only_redoes_the_payout
     );
     app.step_until_idle(batch).await;
     let failed = app.item(batch, "p").await;
-    assert_eq!(failed.state, "failed", "payout flow kept failing");
+    assert_eq!(failed.state, ItemState::Failed, "payout flow kept failing");
     assert!(failed.transfer_id.is_some());
     assert_eq!(
         app.sim().request_count("POST /v2/flows") as usize,
@@ -301,9 +304,9 @@ async fn rerunning_an_item_that_failed_after_its_transfer_only_redoes_the_payout
     ops::rerun(&app.store, &mut q, batch, Some(id))
         .await
         .unwrap();
-    assert_eq!(app.item(batch, "p").await.state, "transferred");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::Transferred);
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     app.assert_paid_exactly_once(batch).await;
 }
 
@@ -316,9 +319,12 @@ async fn cancel_stops_items_before_transfer_and_refuses_after(b: Backend) {
         new_payee_row("new", "2.00", "5550802")
     );
     let batch = app.batch(&csv).await;
-    let paid = app.item(batch, "paid").await.item_id().unwrap();
+    let paid = app.item(batch, "paid").await.id;
     app.engine.process_item(paid).await.unwrap();
-    assert_eq!(app.item(batch, "paid").await.state, "awaiting_payout");
+    assert_eq!(
+        app.item(batch, "paid").await.state,
+        ItemState::AwaitingPayout
+    );
 
     let r = ops::cancel(&app.store, batch, None).await.unwrap();
     assert_eq!(
@@ -327,12 +333,12 @@ async fn cancel_stops_items_before_transfer_and_refuses_after(b: Backend) {
     );
     assert_eq!(r.skipped.len(), 1);
     assert!(r.skipped[0].2.contains("already paid"), "{:?}", r.skipped);
-    assert_eq!(app.item(batch, "new").await.state, "canceled");
+    assert_eq!(app.item(batch, "new").await.state, ItemState::Canceled);
     // Twice is safe; a canceled item is never paid.
     let again = ops::cancel(&app.store, batch, None).await.unwrap();
     assert!(again.done.is_empty());
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "new").await.state, "canceled");
+    assert_eq!(app.item(batch, "new").await.state, ItemState::Canceled);
     app.assert_paid_exactly_once(batch).await;
 }
 
@@ -347,19 +353,19 @@ async fn a_worker_that_saw_a_batch_approved_does_not_pay_it_after_cancel(b: Back
     );
     let batch = app.batch(&csv).await;
     // The worker sees the batch approved while onboarding one payee.
-    let n = app.item(batch, "n").await.item_id().unwrap();
+    let n = app.item(batch, "n").await.id;
     app.engine.process_item(n).await.unwrap();
-    assert_eq!(app.item(batch, "n").await.state, "onboarding");
+    assert_eq!(app.item(batch, "n").await.state, ItemState::Onboarding);
 
     let r = ops::cancel(&app.store, batch, None).await.unwrap();
     assert_eq!(r.done.len(), 2, "{r:?}");
     let record = app.store.batch(batch).await.unwrap().unwrap();
     assert_eq!(record.status, "canceled");
     // Its memory of "approved" is stale now; the item's own state stops it.
-    let k = app.item(batch, "k").await.item_id().unwrap();
+    let k = app.item(batch, "k").await.id;
     let next = app.engine.process_item(k).await.unwrap();
     assert_eq!(next, payrun::jobs::Next::Idle);
-    assert_eq!(app.item(batch, "k").await.state, "canceled");
+    assert_eq!(app.item(batch, "k").await.state, ItemState::Canceled);
     assert!(app.ledger().transfers.is_empty());
     assert_eq!(app.state_history(k).await, ["pending", "canceled"]);
 }
@@ -373,14 +379,14 @@ async fn a_new_flow_link_replaces_a_stale_one_without_paying_again(b: Backend) {
     app.step_until_idle(batch).await;
     let before = app.item(batch, "p").await;
     let mut q = app.queue.clone();
-    let id = before.item_id().unwrap();
+    let id = before.id;
     assert_eq!(
         ops::retry_flow(&app.store, &mut q, id).await.unwrap(),
         Ok(ItemState::AwaitingPayout)
     );
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;
-    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(after.state, ItemState::AwaitingPayout);
     assert_ne!(after.payout_link, before.payout_link);
     app.assert_paid_exactly_once(batch).await;
 }

@@ -62,7 +62,7 @@ async fn show_and_cancel_print_stored_control_and_bidi_characters_as_visible_esc
     )
     .await;
 
-    let (code, out, err) = payrun(&app, &["show", &a]);
+    let (code, out, err) = payrun(&app, &["show", &a.to_string()]);
     assert_eq!(code, 0, "{err}");
     assert_no_raw_unsafe("show", &format!("{out}{err}"));
     assert!(

@@ -5,7 +5,7 @@ mod common;
 
 use common::app::*;
 use payrun::dots::sim::{Fault, SimConfig};
-use payrun::item::ItemState;
+use payrun::item::{ItemState, TransferOutcome};
 use payrun::jobs::Next;
 use payrun::store::now_ms;
 
@@ -29,8 +29,8 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
 
     app.step_until_idle(batch).await;
     let item = app.item(batch, "s1").await;
-    assert_eq!(item.state, "awaiting_payout");
-    assert_eq!(item.dots_user_id, Some(user.to_string()));
+    assert_eq!(item.state, ItemState::AwaitingPayout);
+    assert_eq!(item.dots_user_id, Some(user));
     assert!(
         item.payout_link
             .as_deref()
@@ -47,7 +47,7 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
     assert_eq!(app.sim().request_count("POST /v2/flows"), 1);
     assert_eq!(app.sim().request_count("GET /v2/flows"), 0);
     assert_eq!(app.sim().request_count("GET /v2/transfers"), 0);
-    let kinds = app.event_kinds(item.item_id().unwrap()).await;
+    let kinds = app.event_kinds(item.id).await;
     assert_eq!(
         kinds,
         [
@@ -60,13 +60,13 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
         ]
     );
 
-    let flow = item.payout_flow().unwrap().unwrap();
+    let flow = item.payout_flow_id.unwrap();
     app.sim().complete_flow(flow).expect("flow exists");
     app.step_until_idle(batch).await;
     let item = app.item(batch, "s1").await;
-    assert_eq!(item.state, "completed");
+    assert_eq!(item.state, ItemState::Completed);
 
-    let states = app.state_history(item.item_id().unwrap()).await;
+    let states = app.state_history(item.id).await;
     assert_eq!(
         states,
         [
@@ -81,7 +81,7 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
     let t = &app.transfers_for(&item)[0];
     let md = t.metadata.as_ref().unwrap();
     assert_eq!(md["payrun_batch_id"], batch.to_string());
-    assert_eq!(md["payrun_item_id"], item.id);
+    assert_eq!(md["payrun_item_id"], item.id.to_string());
     assert_eq!(md["payee_id"], "s1");
     assert_eq!(app.ledger().wallet(user).unwrap().amount, 1234);
 }
@@ -97,19 +97,19 @@ async fn a_new_payee_is_onboarded_before_being_paid(b: Backend) {
 
     app.step_until_idle(batch).await;
     let item = app.item(batch, "n1").await;
-    assert_eq!(item.state, "onboarding", "waits for the payee");
+    assert_eq!(item.state, ItemState::Onboarding, "waits for the payee");
     assert!(
         app.ledger().transfers.is_empty(),
         "nothing paid before onboarding"
     );
 
-    let flow = item.onboarding_flow().unwrap().unwrap();
+    let flow = item.onboarding_flow_id.unwrap();
     let done = app.sim().complete_flow(flow).unwrap();
     app.step_until_idle(batch).await;
     let item = app.item(batch, "n1").await;
-    assert_eq!(item.state, "awaiting_payout");
-    assert_eq!(item.dots_user_id, done.user_id.map(|u| u.to_string()));
-    let states = app.state_history(item.item_id().unwrap()).await;
+    assert_eq!(item.state, ItemState::AwaitingPayout);
+    assert_eq!(item.dots_user_id, done.user_id);
+    let states = app.state_history(item.id).await;
     assert_eq!(
         states,
         [
@@ -140,14 +140,17 @@ async fn a_payee_who_never_completes_stays_waiting_without_blocking_the_batch(b:
     let batch = app.batch(&csv).await;
 
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "fast").await.state, "completed");
+    assert_eq!(app.item(batch, "fast").await.state, ItemState::Completed);
     let slow = app.item(batch, "slow").await;
-    assert_eq!(slow.state, "awaiting_payout");
-    assert!(slow.item_state().unwrap().is_waiting_on_payee());
+    assert_eq!(slow.state, ItemState::AwaitingPayout);
+    assert!(slow.state.is_waiting_on_payee());
     assert!(app.store.batch_is_settled(batch).await.unwrap());
     // Polling again changes nothing and never pays twice.
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "slow").await.state, "awaiting_payout");
+    assert_eq!(
+        app.item(batch, "slow").await.state,
+        ItemState::AwaitingPayout
+    );
     app.assert_paid_exactly_once(batch).await;
 }
 
@@ -162,12 +165,12 @@ async fn a_500_on_the_transfer_is_retried_and_pays_once(b: Backend) {
 
     app.step_until_idle(batch).await;
     let item = app.item(batch, "p").await;
-    assert_eq!(item.state, "awaiting_payout");
+    assert_eq!(item.state, ItemState::AwaitingPayout);
     assert_eq!(item.transfer_attempts, 2);
     assert_eq!(app.sim().request_count("POST /v2/transfers"), 2);
     let keys: Vec<_> = app
         .store
-        .item_events(item.item_id().unwrap())
+        .item_events(item.id)
         .await
         .unwrap()
         .into_iter()
@@ -194,7 +197,7 @@ async fn a_429_on_the_transfer_waits_at_least_retry_after_and_pays_once(b: Backe
         .await;
     app.sim().inject("POST /v2/transfers", Fault::Throttle, 1);
 
-    let id = app.item(batch, "p").await.item_id().unwrap();
+    let id = app.item(batch, "p").await.id;
     let before = now_ms();
     let Next::RetryAt(at) = app.engine.process_item(id).await.unwrap() else {
         panic!("a 429 must schedule a retry")
@@ -205,8 +208,8 @@ async fn a_429_on_the_transfer_waits_at_least_retry_after_and_pays_once(b: Backe
         at - before
     );
     assert_eq!(
-        app.item(batch, "p").await.transfer_outcome.as_deref(),
-        Some("retryable")
+        app.item(batch, "p").await.transfer_outcome,
+        Some(TransferOutcome::Retryable)
     );
     // A duplicate job arriving before the retry time does nothing (and queues nothing).
     let posts = app.sim().request_count("POST /v2/transfers");
@@ -214,7 +217,7 @@ async fn a_429_on_the_transfer_waits_at_least_retry_after_and_pays_once(b: Backe
     assert_eq!(app.sim().request_count("POST /v2/transfers"), posts);
 
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     app.assert_paid_exactly_once(batch).await;
 }
 
@@ -228,13 +231,13 @@ async fn a_dropped_transfer_response_is_reconciled_and_pays_once(b: Backend) {
 
     app.step_until_idle(batch).await;
     let item = app.item(batch, "p").await;
-    assert_eq!(item.state, "awaiting_payout");
+    assert_eq!(item.state, ItemState::AwaitingPayout);
     assert_eq!(
         app.ledger().transfers.len(),
         1,
         "the dropped transfer is the only one"
     );
-    let kinds = app.event_kinds(item.item_id().unwrap()).await;
+    let kinds = app.event_kinds(item.id).await;
     assert!(kinds.contains(&"transfer_error".to_string()), "{kinds:?}");
     app.assert_paid_exactly_once(batch).await;
 }
@@ -259,7 +262,7 @@ async fn a_refused_transfer_fails_the_item_with_the_reason(b: Backend) {
 
     app.step_until_idle(batch).await;
     let p = app.item(batch, "p").await;
-    assert_eq!(p.state, "failed");
+    assert_eq!(p.state, ItemState::Failed);
     assert!(
         p.last_error
             .as_deref()
@@ -270,7 +273,7 @@ async fn a_refused_transfer_fails_the_item_with_the_reason(b: Backend) {
     );
     assert_eq!(
         app.item(batch, "q").await.state,
-        "awaiting_payout",
+        ItemState::AwaitingPayout,
         "one failure does not block others"
     );
     app.assert_paid_exactly_once(batch).await;
@@ -299,8 +302,8 @@ async fn a_later_batch_reuses_the_dots_user_learned_from_onboarding(b: Backend) 
         .await;
     app.step_until_idle(second).await;
     let item = app.item(second, "n").await;
-    assert_eq!(item.dots_user_id.as_deref(), Some(learned.as_str()));
+    assert_eq!(item.dots_user_id, Some(learned));
     assert!(item.onboarding_flow_id.is_none());
-    assert_eq!(item.state, "completed");
-    assert_eq!(ItemState::Completed.as_str(), item.state);
+    assert_eq!(item.state, ItemState::Completed);
+    assert_eq!(ItemState::Completed, item.state);
 }

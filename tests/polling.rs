@@ -5,7 +5,7 @@
 mod common;
 
 use common::app::*;
-use payrun::poll;
+use payrun::jobs::poll;
 use payrun::store::now_ms;
 
 on_both_backends!(an_open_flow_is_polled_only_when_due_and_backs_off);
@@ -25,7 +25,7 @@ async fn an_open_flow_is_polled_only_when_due_and_backs_off(b: Backend) {
     let batch = app
         .batch(&format!("{HEADER}{}", known_payee_row("p", "2.00")))
         .await;
-    let id = app.item(batch, "p").await.item_id().unwrap();
+    let id = app.item(batch, "p").await.id;
     app.engine.process_item(id).await.unwrap();
     let gets = || app.sim().request_count("GET /v2/flows/{id}");
 

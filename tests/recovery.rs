@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::app::*;
 use payrun::dots::sim::Fault;
 use payrun::dots::types::CreateTransfer;
-use payrun::item::IdempotencyKey;
+use payrun::item::{IdempotencyKey, ItemState, TransferOutcome};
 use payrun::jobs::item_metadata;
 use payrun::store::{CallOutcome, ItemRecord, now_ms};
 
@@ -33,12 +33,7 @@ async fn ready(app: &TestApp, phone: &str) -> (payrun::batch::BatchId, ItemRecor
     let item = app.item(batch, "p").await;
     let user = app.store.payee_user("p").await.unwrap().unwrap();
     app.store
-        .begin_transfer(
-            item.item_id().unwrap(),
-            payrun::item::ItemState::Pending,
-            "p",
-            user,
-        )
+        .begin_transfer(item.id, payrun::item::ItemState::Pending, "p", user)
         .await
         .unwrap();
     (batch, app.item(batch, "p").await)
@@ -46,7 +41,7 @@ async fn ready(app: &TestApp, phone: &str) -> (payrun::batch::BatchId, ItemRecor
 
 /// What a worker does just before the HTTP call, and (optionally) the call itself — then dies.
 async fn crash_after_intent(app: &TestApp, item: &ItemRecord, call_dots: bool) -> IdempotencyKey {
-    let id = item.item_id().unwrap();
+    let id = item.id;
     let key = IdempotencyKey::derive(id, 0);
     app.store
         .record_transfer_intent(id, key, 0, app.engine.now())
@@ -56,8 +51,8 @@ async fn crash_after_intent(app: &TestApp, item: &ItemRecord, call_dots: bool) -
         app.engine
             .dots
             .create_transfer(&CreateTransfer {
-                amount: -item.amount_cents,
-                user_id: item.user_id().unwrap().unwrap(),
+                amount: item.amount.as_credit(),
+                user_id: item.dots_user_id.unwrap(),
                 idempotency_key: Some(key.as_uuid()),
                 metadata: Some(item_metadata(item, "payout")),
             })
@@ -77,7 +72,7 @@ async fn a_restarted_worker_finding_an_intent_whose_transfer_happened_does_not_p
 
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;
-    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(after.state, ItemState::AwaitingPayout);
     assert_eq!(
         app.sim().request_count("POST /v2/transfers"),
         posts_before,
@@ -100,7 +95,7 @@ async fn a_crash_right_after_a_first_attempts_intent_is_reconciled_and_pays_once
             .batch(&format!("{HEADER}{}", known_payee_row("p", "25.00")))
             .await;
         let item = app.item(batch, "p").await;
-        let id = item.item_id().unwrap();
+        let id = item.id;
         let key = IdempotencyKey::derive(id, 0);
         let moved = app
             .store
@@ -108,12 +103,12 @@ async fn a_crash_right_after_a_first_attempts_intent_is_reconciled_and_pays_once
             .await
             .unwrap()
             .expect("pending -> transferring");
-        assert_eq!(moved.transfer_call_open, 1);
+        assert!(moved.transfer_call_open);
         if call_dots {
             app.engine
                 .dots
                 .create_transfer(&CreateTransfer {
-                    amount: -item.amount_cents,
+                    amount: item.amount.as_credit(),
                     user_id: user,
                     idempotency_key: Some(key.as_uuid()),
                     metadata: Some(item_metadata(&item, "payout")),
@@ -122,7 +117,7 @@ async fn a_crash_right_after_a_first_attempts_intent_is_reconciled_and_pays_once
                 .expect("the call that the crash interrupted went through");
         }
         app.step_until_idle(batch).await;
-        assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+        assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
         assert!(
             app.sim().request_count("GET /v2/transfers") >= 1,
             "reconciled first"
@@ -138,7 +133,7 @@ async fn a_restarted_worker_finding_an_intent_whose_call_never_left_pays_once(b:
     let key = crash_after_intent(&app, &item, false).await;
 
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     let ledger = app.ledger();
     assert_eq!(ledger.transfers.len(), 1);
     assert_eq!(
@@ -155,7 +150,7 @@ async fn a_duplicate_key_rejection_is_reconciled_to_the_existing_transfer(b: Bac
     // The earlier attempt's outcome was recorded as a plain retryable failure, yet it had
     // reached Dots: the retry with the same key is rejected as a duplicate.
     crash_after_intent(&app, &item, true).await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     app.store
         .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 502", 0)
         .await
@@ -163,7 +158,7 @@ async fn a_duplicate_key_rejection_is_reconciled_to_the_existing_transfer(b: Bac
 
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;
-    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(after.state, ItemState::AwaitingPayout);
     let kinds: Vec<_> = app
         .store
         .item_events(id)
@@ -189,7 +184,7 @@ async fn an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new
     let app = spawn_app(b, quiet_sim()).await;
     let (batch, item) = ready(&app, "5550304").await;
     crash_after_intent(&app, &item, false).await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     app.store
         .record_transfer_failure(id, CallOutcome::Ambiguous, "timed out", 0)
         .await
@@ -199,7 +194,7 @@ async fn an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new
     app.sim().clock().advance(Duration::from_secs(25 * 3600));
 
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     let ledger = app.ledger();
     assert_eq!(ledger.transfers.len(), 1);
     assert_eq!(
@@ -214,19 +209,19 @@ async fn an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new
 async fn an_unclear_attempt_older_than_the_key_window_that_moved_money_is_found(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let (batch, item) = ready(&app, "5550305").await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     app.sim().inject("POST /v2/transfers", Fault::Drop, 1);
     let next = app.engine.process_item(id).await.unwrap();
     assert!(matches!(next, payrun::jobs::Next::RetryAt(_)), "{next:?}");
     assert_eq!(
-        app.item(batch, "p").await.transfer_outcome.as_deref(),
-        Some("ambiguous")
+        app.item(batch, "p").await.transfer_outcome,
+        Some(TransferOutcome::Ambiguous)
     );
     app.engine.advance_clock(Duration::from_secs(25 * 3600));
     app.sim().clock().advance(Duration::from_secs(25 * 3600));
 
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     assert_eq!(
         app.ledger().transfers.len(),
         1,
@@ -238,7 +233,7 @@ async fn an_unclear_attempt_older_than_the_key_window_that_moved_money_is_found(
 async fn a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let (batch, item) = ready(&app, "5550306").await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     crash_after_intent(&app, &item, true).await;
     let t = app.transfers_for(&item)[0].id;
     app.store.record_transfer_done(id, t, "made").await.unwrap();
@@ -249,7 +244,7 @@ async fn a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made(b: B
         .dots
         .create_flow(&payrun::dots::types::CreateFlow {
             steps: vec![serde_json::json!("payout")],
-            user_id: item.user_id().unwrap(),
+            user_id: item.dots_user_id,
             metadata: Some(item_metadata(&item, "payout")),
             require_auth: None,
         })
@@ -259,10 +254,10 @@ async fn a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made(b: B
 
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;
-    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(after.state, ItemState::AwaitingPayout);
     assert_eq!(
         after.payout_flow_id,
-        Some(made.id.to_string()),
+        Some(made.id),
         "the flow Dots made is reused"
     );
     assert_eq!(
@@ -276,7 +271,7 @@ async fn a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made(b: B
 async fn a_crash_before_the_payout_flow_call_left_makes_one_flow(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let (batch, item) = ready(&app, "5550307").await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     crash_after_intent(&app, &item, true).await;
     let t = app.transfers_for(&item)[0].id;
     // As a job commits a transfer's success: with the payout flow's intent.
@@ -288,7 +283,7 @@ async fn a_crash_before_the_payout_flow_call_left_makes_one_flow(b: Backend) {
 
     app.step_until_idle(batch).await;
     let after = app.item(batch, "p").await;
-    assert_eq!(after.state, "awaiting_payout");
+    assert_eq!(after.state, ItemState::AwaitingPayout);
     assert_eq!(app.sim().request_count("POST /v2/flows"), 1);
     app.assert_paid_exactly_once(batch).await;
 }
@@ -296,7 +291,7 @@ async fn a_crash_before_the_payout_flow_call_left_makes_one_flow(b: Backend) {
 async fn an_item_whose_lease_is_held_by_a_live_worker_is_not_touched(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let (batch, item) = ready(&app, "5550308").await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     assert!(
         app.store
             .try_lease(id, "other-worker", 60_000)
@@ -316,7 +311,7 @@ async fn an_item_whose_lease_is_held_by_a_live_worker_is_not_touched(b: Backend)
     // Once that worker's lease lapses, this one takes over.
     app.store.release_lease(id, "other-worker").await.unwrap();
     app.step_until_idle(batch).await;
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     app.assert_paid_exactly_once(batch).await;
 }
 
@@ -325,7 +320,7 @@ on_both_backends!(a_retry_job_that_starts_a_moment_early_still_works_the_item);
 async fn a_retry_job_that_starts_a_moment_early_still_works_the_item(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let (batch, item) = ready(&app, "5550309").await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     // A retry due in 0.8 s; the queue (whole seconds) hands its job over now.
     app.store
         .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 503", now_ms() + 800)
@@ -333,6 +328,6 @@ async fn a_retry_job_that_starts_a_moment_early_still_works_the_item(b: Backend)
         .unwrap();
     let next = app.engine.process_item(id).await.unwrap();
     assert_eq!(next, payrun::jobs::Next::Idle, "waited out, then worked");
-    assert_eq!(app.item(batch, "p").await.state, "awaiting_payout");
+    assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     app.assert_paid_exactly_once(batch).await;
 }

@@ -59,12 +59,7 @@ async fn a_run_stopped_by_sigterm_finishes_its_calls_and_leaves_nothing_open(b: 
             continue;
         };
         let batch = batch.id.parse().unwrap();
-        if app
-            .items(batch)
-            .await
-            .iter()
-            .any(|i| i.transfer_call_open == 1)
-        {
+        if app.items(batch).await.iter().any(|i| i.transfer_call_open) {
             break batch;
         }
     };
@@ -83,9 +78,7 @@ async fn a_run_stopped_by_sigterm_finishes_its_calls_and_leaves_nothing_open(b: 
         "it waited for its calls in flight ({took:?})"
     );
     let items = app.items(batch).await;
-    let settled = items
-        .iter()
-        .all(|i| i.item_state().is_ok_and(|s| s.is_settled()));
+    let settled = items.iter().all(|i| i.state.is_settled());
     assert_eq!(
         status.code(),
         Some(if settled { 0 } else { 1 }),
@@ -100,12 +93,12 @@ async fn a_run_stopped_by_sigterm_finishes_its_calls_and_leaves_nothing_open(b: 
     let now = now_ms();
     for i in &items {
         assert_eq!(
-            i.transfer_call_open, 0,
+            i.transfer_call_open, false,
             "{} transfer call left open",
             i.payee_id
         );
         assert_eq!(
-            i.payout_call_open, 0,
+            i.payout_call_open, false,
             "{} payout call left open",
             i.payee_id
         );
@@ -116,7 +109,12 @@ async fn a_run_stopped_by_sigterm_finishes_its_calls_and_leaves_nothing_open(b: 
             i.lease_owner,
             i.lease_until
         );
-        assert_ne!(i.state, "transferring", "{} left transferring", i.payee_id);
+        assert_ne!(
+            i.state,
+            payrun::item::ItemState::Transferring,
+            "{} left transferring",
+            i.payee_id
+        );
     }
 
     // A worker started now finishes the batch well before any claim (5 min) could lapse.

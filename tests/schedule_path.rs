@@ -102,7 +102,7 @@ async fn the_readmes_scheduled_batch_sequence_works_on_a_fresh_machine(b: Backen
         .await
         .unwrap()
         .into_iter()
-        .map(|i| (i.payee_id, i.amount_cents))
+        .map(|i| (i.payee_id, i.amount.get()))
         .collect();
     items.sort();
     let expected = balances(&dir.path().join("data/marketplace.db")).await;
@@ -224,7 +224,7 @@ async fn the_example_querys_amounts_are_exact_at_any_size(b: Backend) {
         .items(made[0].parse().unwrap())
         .await
         .into_iter()
-        .map(|i| i.amount_cents)
+        .map(|i| i.amount.get())
         .collect();
     got.sort();
     let mut want = cents.to_vec();

@@ -18,6 +18,7 @@ on_both_backends!(
     the_schema_refuses_unknown_states,
     the_schema_refuses_unknown_batch_statuses,
     metrics_show_the_counters_and_the_items_by_state,
+    the_schema_refuses_unknown_transfer_outcomes,
     the_event_log_is_append_only,
     migrations_run_twice_on_one_database_without_tripping,
 );
@@ -35,7 +36,7 @@ async fn stored_item(app: &TestApp) -> payrun::store::ItemRecord {
 async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let item = stored_item(&app).await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     // completed -> failed is not a transition of the state machine: refused before any SQL.
     let err = app
         .store
@@ -70,14 +71,14 @@ async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
     );
     assert!(app.store.complete_item(id, 0).await.unwrap().is_none());
     let after = app.store.item(id).await.unwrap().unwrap();
-    assert_eq!(after.state, "pending");
+    assert_eq!(after.state, ItemState::Pending);
     assert!(after.transfer_id.is_none());
 }
 
 async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let item = stored_item(&app).await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     let user = Uuid::new_v4();
     let moved = app
         .store
@@ -86,8 +87,8 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
         .unwrap()
         .expect("pending -> transferring");
     // The row comes back as written.
-    assert_eq!(moved.state, "transferring");
-    assert_eq!(moved.dots_user_id, Some(user.to_string()));
+    assert_eq!(moved.state, ItemState::Transferring);
+    assert_eq!(moved.dots_user_id, Some(user));
     // A second worker acting on a stale read of `pending` is a no-op.
     assert!(
         app.store
@@ -104,8 +105,8 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
             .is_none()
     );
     let after = app.store.item(id).await.unwrap().unwrap();
-    assert_eq!(after.state, "transferring");
-    assert_eq!(after.dots_user_id, Some(user.to_string()));
+    assert_eq!(after.state, ItemState::Transferring);
+    assert_eq!(after.dots_user_id, Some(user));
     let to_states = app.state_history(id).await;
     assert_eq!(to_states, ["pending", "transferring"]);
     // The payee's user was remembered with the transition that happened, not the one that did not.
@@ -120,7 +121,7 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
 
 async fn a_first_transfer_commits_its_state_change_and_intent_together(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
-    let id = stored_item(&app).await.item_id().unwrap();
+    let id = stored_item(&app).await.id;
     let user = Uuid::new_v4();
     let key = payrun::item::IdempotencyKey::derive(id, 0);
     let moved = app
@@ -129,11 +130,11 @@ async fn a_first_transfer_commits_its_state_change_and_intent_together(b: Backen
         .await
         .unwrap()
         .expect("pending -> transferring");
-    assert_eq!(moved.state, "transferring");
-    assert_eq!(moved.dots_user_id, Some(user.to_string()));
-    assert_eq!(moved.transfer_key, Some(key.to_string()));
+    assert_eq!(moved.state, ItemState::Transferring);
+    assert_eq!(moved.dots_user_id, Some(user));
+    assert_eq!(moved.transfer_key, Some(key));
     assert_eq!(moved.transfer_key_at, Some(1234));
-    assert_eq!(moved.transfer_call_open, 1);
+    assert!(moved.transfer_call_open);
     assert_eq!(moved.transfer_attempts, 1);
     assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
     let events = app.store.item_events(id).await.unwrap();
@@ -153,7 +154,7 @@ async fn a_first_transfer_commits_its_state_change_and_intent_together(b: Backen
 
 async fn a_jobs_last_write_releases_only_its_own_lease(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
-    let id = stored_item(&app).await.item_id().unwrap();
+    let id = stored_item(&app).await.id;
     let leased = app
         .store
         .try_lease(id, "w1", 60_000)
@@ -207,6 +208,28 @@ async fn raw(app: &TestApp, sql: &str) -> Result<u64, sqlx::Error> {
     }
 }
 
+async fn the_schema_refuses_unknown_transfer_outcomes(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let item = stored_item(&app).await;
+    let set = |v: &str| {
+        format!(
+            "UPDATE items SET transfer_outcome = {v} WHERE id = '{}'",
+            item.id
+        )
+    };
+    let err = raw(&app, &set("'maybe'")).await.unwrap_err();
+    let msg = err.to_string().to_lowercase();
+    assert!(
+        msg.contains("check") || msg.contains("transfer_outcome"),
+        "{err}"
+    );
+    // Every outcome the enum knows, and none, is accepted by the schema.
+    for o in payrun::item::TransferOutcome::ALL {
+        raw(&app, &set(&format!("'{}'", o.as_str()))).await.unwrap();
+    }
+    raw(&app, &set("NULL")).await.unwrap();
+}
+
 async fn the_schema_refuses_unknown_states(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let item = stored_item(&app).await;
@@ -235,7 +258,7 @@ async fn the_schema_refuses_unknown_states(b: Backend) {
 async fn the_event_log_is_append_only(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let item = stored_item(&app).await;
-    let id = item.item_id().unwrap();
+    let id = item.id;
     app.store
         .record_event(id, "note", "a row to protect")
         .await
@@ -260,7 +283,7 @@ async fn migrations_run_twice_on_one_database_without_tripping(b: Backend) {
     let again = Store::connect(&app.db_url)
         .await
         .expect("second connect migrates cleanly");
-    assert!(again.item(item.item_id().unwrap()).await.unwrap().is_some());
+    assert!(again.item(item.id).await.unwrap().is_some());
     assert_eq!(again.queued_jobs().await.unwrap(), 1);
 }
 
@@ -276,7 +299,7 @@ async fn the_schema_refuses_unknown_batch_statuses(b: Backend) {
     let err = raw(&app, &set("running")).await.unwrap_err();
     assert!(err.to_string().to_lowercase().contains("check"), "{err}");
     // Every status the enum knows is accepted by the schema and read back as itself.
-    let batch = item.batch_id.parse().unwrap();
+    let batch = item.batch_id;
     for s in BatchState::ALL {
         raw(&app, &set(s.as_str())).await.unwrap();
         assert_eq!(app.store.batch(batch).await.unwrap().unwrap().status, s);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::app::*;
 use payrun::app::serve::webhook_handler;
 use payrun::dots::sim::SimConfig;
+use payrun::item::ItemState;
 use payrun::webhook::{Verifier, WebhookState, server};
 use tokio::sync::mpsc;
 
@@ -44,9 +45,9 @@ async fn a_flow_updated_webhook_completes_the_item_without_a_poll(b: Backend) {
     let batch = app
         .batch(&format!("{HEADER}{}", known_payee_row("w", "6.00")))
         .await;
-    let id = app.item(batch, "w").await.item_id().unwrap();
+    let id = app.item(batch, "w").await.id;
     app.engine.process_item(id).await.unwrap();
-    let flow = app.item(batch, "w").await.payout_flow().unwrap().unwrap();
+    let flow = app.item(batch, "w").await.payout_flow_id.unwrap();
 
     // The simulated payee finishes; Dots sends flow.updated; payrun refreshes that flow.
     let guard = Duration::from_secs(10);
@@ -61,7 +62,8 @@ async fn a_flow_updated_webhook_completes_the_item_without_a_poll(b: Backend) {
     }
     let item = app.item(batch, "w").await;
     assert_eq!(
-        item.state, "completed",
+        item.state,
+        ItemState::Completed,
         "completed by the webhook, no cron poll ran"
     );
     assert_eq!(

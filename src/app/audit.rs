@@ -68,12 +68,17 @@ pub fn compare(batch: BatchId, items: &[ItemRecord], transfers: &[SeenTransfer])
     {
         report.transfers += 1;
         match t.meta("payrun_item_id") {
-            Some(id) if items.iter().any(|i| i.id == id) => by_item.entry(id).or_default().push(t),
+            Some(id) if items.iter().any(|i| i.id.to_string() == id) => {
+                by_item.entry(id).or_default().push(t)
+            }
             _ => report.orphans.push(t.id.to_string()),
         }
     }
     for i in items {
-        let ts = by_item.get(i.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let ts = by_item
+            .get(i.id.to_string().as_str())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let live: Vec<_> = ts
             .iter()
             .filter(|t| !matches!(t.status.as_str(), "failed" | "canceled" | "reversed"))
@@ -84,12 +89,12 @@ pub fn compare(batch: BatchId, items: &[ItemRecord], transfers: &[SeenTransfer])
             (0, false) => {}
             (1, _) => {
                 let t = live[0];
-                let right_user = i.dots_user_id.as_deref() == Some(t.user_id.to_string().as_str());
-                if t.amount != -i.amount_cents || !right_user {
+                let right_user = i.dots_user_id == Some(t.user_id);
+                if t.amount != i.amount.as_credit() || !right_user {
                     report.mismatched.push(i.payee_id.clone());
                 } else if !recorded {
                     report.unrecorded.push(i.payee_id.clone());
-                } else if i.transfer_id.as_deref() != Some(t.id.to_string().as_str()) {
+                } else if i.transfer_id != Some(t.id) {
                     report.mismatched.push(i.payee_id.clone());
                 }
             }
@@ -109,10 +114,7 @@ pub async fn audit_batch(
     batch: BatchId,
 ) -> Result<AuditReport, AuditError> {
     let items = store.batch_items(batch).await?;
-    let mut users: Vec<Uuid> = items
-        .iter()
-        .filter_map(|i| i.user_id().ok().flatten())
-        .collect();
+    let mut users: Vec<Uuid> = items.iter().filter_map(|i| i.dots_user_id).collect();
     users.sort();
     users.dedup();
     let mut seen = Vec::new();

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::dots::client::DotsClient;
 use crate::dots::sim::{Ledger, Sim, SimConfig};
 use crate::dots::types::CreateUser;
+use crate::item::ItemState;
 use crate::jobs::{Engine, Queue};
 use crate::store::Store;
 use crate::store::source::ExampleSeller;
@@ -142,12 +143,10 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
             let Ok(items) = watch_store.batch_items(batch).await else {
                 continue;
             };
-            let settled = items
-                .iter()
-                .all(|i| i.item_state().is_ok_and(|s| s.is_settled()));
+            let settled = items.iter().all(|i| i.state.is_settled());
             let only_never = items
                 .iter()
-                .all(|i| i.item_state().is_ok_and(|s| s.is_terminal()) || i.payee_id == never);
+                .all(|i| i.state.is_terminal() || i.payee_id == never);
             if settled && settled_at.is_none() {
                 settled_at = Some(Instant::now());
             }
@@ -168,14 +167,14 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
         println!(
             "{:<12} {:>9}  {:<10} {:<16} {:<38} {}",
             i.payee_id,
-            crate::money::format_cents(i.amount_cents),
+            crate::money::format_cents(i.amount.get()),
             if i.onboarding_flow_id.is_some() {
                 "yes"
             } else {
                 "-"
             },
             i.state,
-            i.transfer_id.as_deref().unwrap_or("-"),
+            i.transfer_id.map_or("-".into(), |t| t.to_string()),
             i.payout_link.as_deref().unwrap_or("-"),
         );
     }
@@ -214,7 +213,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
     write_marketplace_example(&items, &contacts).await?;
     let all_settled = items
         .iter()
-        .all(|i| matches!(i.state.as_str(), "completed" | "awaiting_payout"));
+        .all(|i| matches!(i.state, ItemState::Completed | ItemState::AwaitingPayout));
     store.close().await;
     Ok(if audit.ok() && all_settled && one_per_item {
         super::exit::OK
@@ -248,7 +247,7 @@ async fn write_marketplace_example(
             });
             ExampleSeller {
                 seller_id: i.payee_id.clone(),
-                balance_cents: i.amount_cents / 2 + 1,
+                balance_cents: i.amount.get() / 2 + 1,
                 ..contact
             }
         })

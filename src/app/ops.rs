@@ -49,7 +49,7 @@ async fn items_of(
     match item {
         None => Ok(all),
         Some(id) => {
-            let one: Vec<_> = all.into_iter().filter(|i| i.id == id.to_string()).collect();
+            let one: Vec<_> = all.into_iter().filter(|i| i.id == id).collect();
             if one.is_empty() {
                 return Err(OpsError::NoItem(id));
             }
@@ -80,8 +80,7 @@ pub async fn cancel(
     let items = items_of(store, batch, item).await?;
     let mut r = OpsReport::default();
     for i in items {
-        let state = i.item_state()?;
-        let id = i.item_id()?;
+        let (state, id) = (i.state, i.id);
         let why_not = match state {
             ItemState::Canceled => Some("already canceled"),
             ItemState::Completed | ItemState::Transferred | ItemState::AwaitingPayout => {
@@ -93,20 +92,23 @@ pub async fn cancel(
             ItemState::Failed if i.transfer_id.is_some() => {
                 Some("already paid: the transfer was made")
             }
-            ItemState::Failed if i.transfer_key.is_some() && !definitely_unpaid(&i) => Some(
-                "an earlier transfer attempt may have reached Dots: run `payrun audit` or `payrun rerun` first",
-            ),
             _ => None,
         };
         match why_not {
             Some(why) => r
                 .skipped
-                .push((i.id.clone(), i.payee_id.clone(), why.to_string())),
+                .push((i.id.to_string(), i.payee_id.clone(), why.to_string())),
             None if store.cancel_item(id, state).await?.is_some() => {
-                r.done.push((i.id.clone(), i.payee_id.clone()))
+                r.done.push((i.id.to_string(), i.payee_id.clone()))
             }
+            // The store's guard refuses a failed item that may have been paid.
+            None if state == ItemState::Failed && i.transfer_key.is_some() => r.skipped.push((
+                i.id.to_string(),
+                i.payee_id.clone(),
+                "an earlier transfer attempt may have reached Dots: run `payrun audit` or `payrun rerun` first".into(),
+            )),
             None => r.skipped.push((
-                i.id.clone(),
+                i.id.to_string(),
                 i.payee_id.clone(),
                 "its state changed meanwhile; look again".into(),
             )),
@@ -116,15 +118,6 @@ pub async fn cancel(
         store.cancel_batch_record(batch).await?;
     }
     Ok(r)
-}
-
-/// Dots refused the only transfer attempt outright: nothing can have moved.
-fn definitely_unpaid(i: &ItemRecord) -> bool {
-    i.transfer_attempts <= 1
-        && matches!(
-            i.transfer_outcome.as_deref(),
-            Some("permanent" | "reconciled_none")
-        )
 }
 
 /// `payrun rerun BATCH [--item ID] [--failed]`: puts failed items back through the safety
@@ -139,10 +132,10 @@ pub async fn rerun(
     let items = items_of(store, batch, item).await?;
     let mut r = OpsReport::default();
     for i in items {
-        let id = i.item_id()?;
-        if i.item_state()? != ItemState::Failed {
+        let id = i.id;
+        if i.state != ItemState::Failed {
             r.skipped.push((
-                i.id.clone(),
+                i.id.to_string(),
                 i.payee_id.clone(),
                 format!("not failed (it is {})", i.state),
             ));
@@ -153,10 +146,10 @@ pub async fn rerun(
             .await?
             .is_some()
         {
-            r.done.push((i.id.clone(), i.payee_id.clone()));
+            r.done.push((i.id.to_string(), i.payee_id.clone()));
         } else {
             r.skipped.push((
-                i.id.clone(),
+                i.id.to_string(),
                 i.payee_id.clone(),
                 "its state changed meanwhile; look again".into(),
             ));
@@ -175,7 +168,7 @@ pub async fn retry_flow(
     let Some(i) = store.item(item).await? else {
         return Err(OpsError::NoItem(item));
     };
-    let state = i.item_state()?;
+    let state = i.state;
     if !state.is_waiting_on_payee() {
         return Ok(Err(format!(
             "the item is {state}, not waiting on a flow; nothing to renew"
@@ -211,13 +204,13 @@ pub async fn show(store: &Store, item: ItemId) -> Result<ItemView, OpsError> {
     let events = store.item_events(item).await?;
     Ok(ItemView {
         flow_link: i.payout_link.clone().or(i.onboarding_link.clone()),
-        id: i.id,
-        batch_id: i.batch_id,
+        id: i.id.to_string(),
+        batch_id: i.batch_id.to_string(),
         payee_id: i.payee_id,
-        amount_cents: i.amount_cents,
-        state: i.state,
-        dots_user_id: i.dots_user_id,
-        transfer_id: i.transfer_id,
+        amount_cents: i.amount.get(),
+        state: i.state.to_string(),
+        dots_user_id: i.dots_user_id.map(|u| u.to_string()),
+        transfer_id: i.transfer_id.map(|t| t.to_string()),
         attempts: i.transfer_attempts,
         last_error: i.last_error,
         events,

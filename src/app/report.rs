@@ -99,10 +99,10 @@ pub async fn write_report<W: Write>(
         let cell = crate::text::csv_cell;
         w.write_record([
             &*cell(&i.payee_id),
-            &crate::money::format_cents(i.amount_cents),
-            &cell(&i.state),
-            &cell(i.dots_user_id.as_deref().unwrap_or("")),
-            &cell(i.transfer_id.as_deref().unwrap_or("")),
+            &crate::money::format_cents(i.amount.get()),
+            i.state.as_str(),
+            &i.dots_user_id.map(|u| u.to_string()).unwrap_or_default(),
+            &i.transfer_id.map(|t| t.to_string()).unwrap_or_default(),
             &cell(link.unwrap_or("")),
             &i.transfer_attempts.to_string(),
             &cell(i.last_error.as_deref().unwrap_or("")),

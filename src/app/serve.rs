@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::jobs::poll::{self, Polled};
 use crate::jobs::{Engine, Queue};
-use crate::poll::{self, Polled};
 use crate::webhook::{Verifier, WebhookEvent, WebhookState, server};
 
 /// How long a transfer webhook waits before looking (see the handler).

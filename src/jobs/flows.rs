@@ -19,7 +19,7 @@ use crate::store::ItemRecord;
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
     pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         let req = CreateFlow {
             steps: self
                 .settings
@@ -48,28 +48,32 @@ impl Engine {
         }
     }
 
-    /// `intent_ours`: this job committed the payout-flow intent itself, with the transfer's
-    /// success (`payout_call_open` is then its own, not left by an interrupted call).
+    /// `payout_intent_ours`: this job committed the payout-flow intent itself, with the
+    /// transfer's success (`payout_call_open` is then its own, not left by an interrupted call).
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
     pub(super) async fn payout_flow(
         &self,
         item: &ItemRecord,
-        intent_ours: bool,
+        payout_intent_ours: bool,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
-        let Some(user) = item.user_id()? else {
+        let id = item.id;
+        let Some(user) = item.dots_user_id else {
             let reason = "transferred item has no Dots user id";
             self.store
                 .fail_item(id, ItemState::Transferred, reason)
                 .await?;
-            return Ok(Step::Done(Next::Idle));
+            return Ok(Step::done(Next::Idle));
         };
-        if item.payout_call_open == 1 && !intent_ours {
+        if item.payout_call_open && !payout_intent_ours {
             // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
             // made it (found by our metadata among flows created since the call), else make one.
             let since = chrono::DateTime::from_timestamp_millis(item.updated_at - 60_000)
                 .unwrap_or_default();
-            match self.dots.find_flow("payrun_item_id", &item.id, since).await {
+            match self
+                .dots
+                .find_flow("payrun_item_id", &item.id.to_string(), since)
+                .await
+            {
                 Ok(Some(flow)) => {
                     let next_poll = self.next_poll_at(0);
                     self.store
@@ -82,7 +86,7 @@ impl Engine {
                             &format!("reused payout flow {} made before a crash", flow.id),
                         )
                         .await?;
-                    return Ok(Step::Done(Next::Idle));
+                    return Ok(Step::done(Next::Idle));
                 }
                 Ok(None) => {
                     self.store
@@ -105,7 +109,7 @@ impl Engine {
                 }
             }
         }
-        if !intent_ours && self.store.record_payout_intent(id).await?.is_none() {
+        if !payout_intent_ours && self.store.record_payout_intent(id).await?.is_none() {
             return Ok(Step::Changed); // not transferred any more: no flow to make
         }
         let req = CreateFlow {

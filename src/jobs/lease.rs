@@ -2,8 +2,9 @@
 //! not cover that step (a renewal is a statement; most steps fit in what is left).
 
 use super::Engine;
+use super::plan::TransferPlan;
 use crate::item::ItemState;
-use crate::store::{ItemRecord, now_ms};
+use crate::store::ItemRecord;
 
 /// Time a step needs beyond its one Dots call: its few database statements and the client's
 /// rate-limiter wait (see [`lease_left_needed_ms`]).
@@ -53,26 +54,24 @@ impl Engine {
             self.dots.timeout().as_millis() as i64,
             self.step_may_reconcile(item, state, payout_intent_ours),
         );
-        item.lease_until - now_ms() < needed
+        item.lease_until - self.now() < needed
     }
 
-    /// Whether the step may call Dots more than once, i.e. reconcile: a superset of the cases in
-    /// `transfer.rs` and `flows.rs`. A transfer reconciles only when a key is on record
-    /// (an earlier attempt) or, before failing the item, on its last attempt; a payout step
-    /// searches for its flow only when a payout-flow call was left open (not the one this job
-    /// just marked open itself).
+    /// Whether the step may call Dots more than once, i.e. reconcile. A transfer step (or a
+    /// pending item's first transfer) asks the same [`TransferPlan`] `transfer.rs` carries out;
+    /// a payout step searches for its flow only when a payout-flow call was left open (not the
+    /// one this job just marked open itself).
     fn step_may_reconcile(
         &self,
         item: &ItemRecord,
         state: ItemState,
         payout_intent_ours: bool,
     ) -> bool {
-        let last_attempt = item.attempts + 1 >= self.settings.max_attempts as i64;
         match state {
             ItemState::Pending | ItemState::Transferring => {
-                item.transfer_key.is_some() || last_attempt
+                TransferPlan::for_item(item, self.now(), &self.settings).may_reconcile()
             }
-            ItemState::Transferred => item.payout_call_open == 1 && !payout_intent_ours,
+            ItemState::Transferred => item.payout_call_open && !payout_intent_ours,
             _ => false,
         }
     }

@@ -13,6 +13,8 @@
 pub mod feed;
 mod flows;
 mod lease;
+pub mod plan;
+pub mod poll;
 mod queue;
 mod transfer;
 pub mod worker;
@@ -27,7 +29,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{Instrument, info_span};
 
-use crate::batch::ItemId;
+use crate::batch::{BatchId, ItemId};
 use crate::config::WorkerSettings;
 use crate::dots::client::{DotsClient, DotsError, ErrorClass};
 use crate::item::ItemState;
@@ -52,30 +54,50 @@ pub enum Next {
     Busy(i64),
 }
 
+/// How a job ends, as far as its lease goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// The job still holds the lease: [`Engine::process_item`] releases it.
+    Held(Next),
+    /// The job's last write released the lease (or found it taken over).
+    Released(Next),
+}
+
+impl Lease {
+    fn next(self) -> Next {
+        match self {
+            Lease::Held(next) | Lease::Released(next) => next,
+        }
+    }
+}
+
 /// Where a step left the item.
 enum Step {
-    /// Nothing more to do now: the job answers this.
-    Done(Next),
-    /// The same, and the step's last write released the lease (or found it taken over).
-    Released(Next),
+    /// Nothing more to do now: the job ends so.
+    Done(Lease),
     /// The step moved the item on: go on with the row its last write returned (`RETURNING`),
     /// which is the item as that write committed it — no need to read it again.
     Moved(Box<ItemRecord>),
-    /// Like `Moved`, and that write also marked this job's payout-flow call open (with the
-    /// transfer's success): the payout step makes the call without first searching for a
-    /// flow an earlier, interrupted call might have made.
-    MovedWithPayoutIntent(Box<ItemRecord>),
+    /// Like `Moved`, and that write also committed the payout-flow call's intent with the
+    /// transfer's success: the payout intent is ours, so the payout step makes the call
+    /// without first searching for a flow an earlier, interrupted call might have made.
+    MovedPayoutIntentOurs(Box<ItemRecord>),
     /// A guarded write found the item changed under us: read it again.
     Changed,
 }
 
 impl Step {
+    /// Nothing more to do now; the job still holds the lease.
+    fn done(next: Next) -> Step {
+        Step::Done(Lease::Held(next))
+    }
+
     /// The end of a job whose last write was asked to release the lease: it did when the
     /// write happened; if the guard missed, the job still holds the lease and releases it.
     fn done_releasing(next: Next, written: Option<ItemRecord>) -> Step {
         match written {
-            Some(_) => Step::Released(next),
-            None => Step::Done(next),
+            Some(_) => Step::Done(Lease::Released(next)),
+            None => Step::done(next),
         }
     }
 }
@@ -109,7 +131,7 @@ pub struct Engine {
     /// Added to the wall clock when judging idempotency-key age (tests move it a day ahead).
     clock_offset_ms: Arc<AtomicI64>,
     /// Batches seen approved by this process (see [`Engine::batch_approved`]).
-    approved_batches: Arc<Mutex<HashSet<String>>>,
+    approved_batches: Arc<Mutex<HashSet<BatchId>>>,
 }
 
 impl Engine {
@@ -151,7 +173,7 @@ impl Engine {
     }
 
     pub fn next_attempt_at(&self, attempt: i64, err: Option<&DotsError>) -> i64 {
-        now_ms()
+        self.now()
             + self
                 .backoff(attempt, err.and_then(|e| e.retry_after()))
                 .as_millis() as i64
@@ -165,7 +187,7 @@ impl Engine {
             .or(sched.last())
             .copied()
             .unwrap_or(60);
-        now_ms() + secs as i64 * 1000
+        self.now() + secs as i64 * 1000
     }
 
     /// Works the item until it waits, ends, or needs a retry later.
@@ -185,33 +207,28 @@ impl Engine {
         // Release even on error, unless the job's last write did; a crash instead leaves the
         // lease to expire.
         let released = match res {
-            Ok((_, true)) => Ok(()),
+            Ok(Lease::Released(_)) => Ok(()),
             _ => self.store.release_lease(id, &self.owner).await,
         };
-        let (next, _) = res?;
+        let next = res?.next();
         released?;
         Ok(next)
     }
 
-    /// Works the leased item; also answers whether the last write released the lease.
-    async fn work_leased(
-        &self,
-        id: ItemId,
-        mut item: ItemRecord,
-    ) -> Result<(Next, bool), JobError> {
-        // Set when the last step committed the payout flow's intent for the next one.
-        let mut own_payout_intent = false;
+    /// Works the leased item; the answer says whether the job still holds the lease.
+    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Lease, JobError> {
+        // Whether the last step committed the payout flow's intent for the next one.
+        let mut payout_intent_ours = false;
         // A bounded loop: each turn makes one durable step.
         for _ in 0..16 {
-            let payout_intent_ours = std::mem::take(&mut own_payout_intent);
-            let state = item.item_state()?;
-            let early_by = item.next_attempt_at - now_ms();
+            let state = item.state;
+            let early_by = item.next_attempt_at - self.now();
             if early_by > 0 && state.is_workable() {
                 if early_by > QUEUE_TIME_GRAIN_MS {
                     // Early: the job that recorded this retry also queued one for that time.
                     // This one (a duplicate delivery) ends here, or duplicates would live as
                     // long as the item keeps retrying.
-                    return Ok((Next::Idle, false));
+                    return Ok(Lease::Held(Next::Idle));
                 }
                 // The retry's own job: the queue keeps run times in whole seconds, so it may
                 // come up to a second early. Wait out the rest.
@@ -224,38 +241,37 @@ impl Engine {
                     .try_lease(id, &self.owner, self.lease_ms())
                     .await?
                 else {
-                    return Ok((Next::Busy(now_ms() + self.lease_ms()), false));
+                    return Ok(Lease::Held(Next::Busy(self.now() + self.lease_ms())));
                 };
                 item = leased;
             }
-            let step = match item.item_state()? {
+            let step = match item.state {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
                 ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
-                _ => return Ok((Next::Idle, false)),
+                _ => return Ok(Lease::Held(Next::Idle)),
             };
-            item = match step {
-                Step::Done(next) => return Ok((next, false)),
-                Step::Released(next) => return Ok((next, true)),
-                Step::Moved(row) => *row,
-                Step::MovedWithPayoutIntent(row) => {
-                    own_payout_intent = true;
-                    *row
+            (item, payout_intent_ours) = match step {
+                Step::Done(lease) => return Ok(lease),
+                Step::Moved(row) => (*row, false),
+                Step::MovedPayoutIntentOurs(row) => (*row, true),
+                Step::Changed => {
+                    let row = self.store.item(id).await?;
+                    (row.ok_or(JobError::NoSuchItem(id))?, false)
                 }
-                Step::Changed => self.store.item(id).await?.ok_or(JobError::NoSuchItem(id))?,
             };
         }
-        Ok((Next::RetryAt(now_ms()), false))
+        Ok(Lease::Held(Next::RetryAt(self.now())))
     }
 
     /// pending: a payee with a Dots user goes to transfer; one without gets onboarded.
     async fn start(&self, item: &ItemRecord) -> Result<Step, JobError> {
-        let id = item.item_id()?;
-        if !self.batch_approved(&item.batch_id).await? {
+        let id = item.id;
+        if !self.batch_approved(item.batch_id).await? {
             // Awaiting approval (approve enqueues it again) or canceled.
-            return Ok(Step::Done(Next::Idle));
+            return Ok(Step::done(Next::Idle));
         }
-        let known = match item.user_id()? {
+        let known = match item.dots_user_id {
             Some(u) => Some(u),
             None => self.store.payee_user(&item.payee_id).await?,
         };
@@ -286,8 +302,8 @@ impl Engine {
     /// never gets here, and one that read `pending` before it moves the item only through
     /// `WHERE state = 'pending'`, which then changes nothing — the same race a fresh read of
     /// the batch has, since the cancel may land right after that read too.
-    async fn batch_approved(&self, batch_id: &str) -> Result<bool, StoreError> {
-        if self.approved_batches().contains(batch_id) {
+    async fn batch_approved(&self, batch_id: BatchId) -> Result<bool, StoreError> {
+        if self.approved_batches().contains(&batch_id) {
             return Ok(true);
         }
         let approved = self.store.batch_approved(batch_id).await?;
@@ -296,12 +312,12 @@ impl Engine {
             if seen.len() >= APPROVED_BATCHES_CAP {
                 seen.clear();
             }
-            seen.insert(batch_id.to_owned());
+            seen.insert(batch_id);
         }
         Ok(approved)
     }
 
-    fn approved_batches(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn approved_batches(&self) -> std::sync::MutexGuard<'_, HashSet<BatchId>> {
         // A panic while holding it cannot leave the set half-updated in a harmful way.
         self.approved_batches
             .lock()
@@ -317,7 +333,7 @@ impl Engine {
         what: &str,
         err: &DotsError,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         let msg = format!("{what}: {err}");
         let out_of_attempts = item.attempts + 1 >= self.settings.max_attempts as i64;
         if err.class() == ErrorClass::Permanent || out_of_attempts {
@@ -327,11 +343,11 @@ impl Engine {
                 msg
             };
             self.store.fail_item(id, state, &reason).await?;
-            return Ok(Step::Done(Next::Idle));
+            return Ok(Step::done(Next::Idle));
         }
         let at = self.next_attempt_at(item.attempts, Some(err));
         self.store.record_retry(id, state, &msg, at).await?;
-        Ok(Step::Done(Next::RetryAt(at)))
+        Ok(Step::done(Next::RetryAt(at)))
     }
 }
 
@@ -339,8 +355,8 @@ impl Engine {
 /// tie a Dots object back to the item.
 pub fn item_metadata(item: &ItemRecord, purpose: &str) -> serde_json::Value {
     json!({
-        "payrun_batch_id": item.batch_id,
-        "payrun_item_id": item.id,
+        "payrun_batch_id": item.batch_id.to_string(),
+        "payrun_item_id": item.id.to_string(),
         "payee_id": item.payee_id,
         "purpose": purpose,
     })

@@ -13,19 +13,19 @@
 //!    after a failure, an operator reran the item, or before giving up on an item that had an
 //!    unclear attempt. Only when no
 //!    transfer exists is a new attempt made, and only with a new key once the old one aged out.
+//!
+//! Which of these applies is decided in one place, [`super::plan`] (pure); this file carries
+//! the decision out.
 
 use tracing::{instrument, warn};
 use uuid::Uuid;
 
+use super::plan::{AfterFailure, IfNone, KeyUse, TransferAction, TransferPlan, after_failure};
 use super::{Engine, JobError, Next, Step};
 use crate::dots::client::{DotsError, ErrorClass};
 use crate::dots::types::{CreateTransfer, Transfer};
-use crate::item::{IdempotencyKey, ItemState};
-use crate::money::Cents;
-use crate::store::{CallOutcome, ItemRecord, now_ms};
-
-/// How long we trust Dots to remember a key (it keeps them 24 h).
-pub const KEY_WINDOW_MS: i64 = 23 * 3600 * 1000;
+use crate::item::{CallOutcome, ItemState};
+use crate::store::ItemRecord;
 
 enum Reconciled {
     Found(Transfer),
@@ -35,42 +35,25 @@ enum Reconciled {
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id, attempt = item.transfer_attempts))]
     pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Step, JobError> {
-        let id = item.item_id()?;
-        let Some(user) = item.user_id()? else {
-            self.store
-                .fail_item(id, ItemState::Transferring, "no Dots user id to pay")
-                .await?;
-            return Ok(Step::Done(Next::Idle));
-        };
-        if let Some(done) = item.transfer_id.as_deref() {
-            // Defence in depth: an item that has a transfer is never paid again.
-            let t: Uuid = done
-                .parse()
-                .map_err(|e| crate::store::StoreError::Corrupt(format!("transfer_id: {e}")))?;
-            return Ok(self
-                .store
-                .record_transfer_done(id, t, "already recorded")
-                .await?
-                .into());
-        }
-        let amount = Cents::from_stored(item.amount_cents)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        let now = self.now();
-        let outcome = item.transfer_outcome.as_deref();
-        let key_age = item.transfer_key_at.map(|t| now - t).unwrap_or(0);
-        let aged_out = key_age >= KEY_WINDOW_MS;
-        let unclear = matches!(outcome, Some("ambiguous" | "retryable" | "duplicate_key"));
-
-        let mut key = item.key()?;
-        let mut generation = item.transfer_key_gen as u32;
-        let mut key_at = item.transfer_key_at.unwrap_or(now);
-        let must_reconcile = key.is_some()
-            && (item.transfer_call_open == 1
-                || outcome == Some("duplicate_key")
-                || outcome == Some("rerun")
-                || (unclear && aged_out));
-        if must_reconcile {
-            match self.reconcile(item, user).await {
+        let id = item.id;
+        let plan = TransferPlan::for_item(item, self.now(), &self.settings);
+        let (user, key) = match plan.action {
+            TransferAction::AlreadyMade(t) => {
+                // Defence in depth: an item that has a transfer is never paid again.
+                return Ok(self
+                    .store
+                    .record_transfer_done(id, t, "already recorded")
+                    .await?
+                    .into());
+            }
+            TransferAction::Fail(reason) => {
+                self.store
+                    .fail_item(id, ItemState::Transferring, reason)
+                    .await?;
+                return Ok(Step::done(Next::Idle));
+            }
+            TransferAction::Send { user, key } => (user, key),
+            TransferAction::Reconcile { user, if_none } => match self.reconcile(item, user).await {
                 Err(e) => {
                     return self
                         .transfer_retry(item, user, CallOutcome::Retryable, &e)
@@ -87,44 +70,34 @@ impl Engine {
                     if self.store.record_reconciled_none(id, 1).await?.is_none() {
                         return Ok(Step::Changed);
                     }
-                    if aged_out {
-                        // Proven absent and the key is forgotten by Dots: a new key, recorded below before the call.
-                        generation += 1;
-                        key = None;
-                    } else if outcome == Some("duplicate_key") {
-                        // Dots saw the key but lists no transfer: the first request may still be
-                        // in flight there. Wait, then retry the same key (or a new one once aged out).
-                        let at = self.next_attempt_at(item.attempts, None);
-                        self.store
-                            .record_transfer_failure(
-                                id,
-                                CallOutcome::DuplicateKey,
-                                "key seen by Dots, no transfer listed yet",
-                                at,
-                            )
-                            .await?;
-                        return Ok(Step::Done(Next::RetryAt(at)));
+                    match if_none {
+                        IfNone::Send(key) => (user, key),
+                        IfNone::Wait => {
+                            let at = self.next_attempt_at(item.attempts, None);
+                            self.store
+                                .record_transfer_failure(
+                                    id,
+                                    CallOutcome::DuplicateKey,
+                                    "key seen by Dots, no transfer listed yet",
+                                    at,
+                                )
+                                .await?;
+                            return Ok(Step::done(Next::RetryAt(at)));
+                        }
                     }
                 }
-            }
-        }
-        let key = match key {
-            Some(k) => k,
-            None => {
-                key_at = now;
-                IdempotencyKey::derive(id, generation)
-            }
+            },
         };
         // Phase 1: intent and key are durable before the request leaves.
         if self
             .store
-            .record_transfer_intent(id, key, generation, key_at)
+            .record_transfer_intent(id, key.key, key.generation, key.key_at)
             .await?
             .is_none()
         {
             return Ok(Step::Changed); // state moved under us; look again
         }
-        self.send_transfer(item, user, amount, key).await
+        self.send_transfer(item, user, key).await
     }
 
     /// A pending item's first transfer attempt, its payee's Dots user known: with no key on
@@ -136,22 +109,29 @@ impl Engine {
         item: &ItemRecord,
         user: Uuid,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
         debug_assert!(item.transfer_key.is_none() && item.transfer_id.is_none());
-        let amount = Cents::from_stored(item.amount_cents)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-        let generation = item.transfer_key_gen as u32;
-        let key = IdempotencyKey::derive(id, generation);
+        let key = KeyUse {
+            key: crate::item::IdempotencyKey::derive(item.id, item.transfer_key_gen),
+            generation: item.transfer_key_gen,
+            key_at: self.now(),
+        };
         // Phase 1: intent and key are durable before the request leaves.
         if self
             .store
-            .begin_transfer_with_intent(id, &item.payee_id, user, key, generation, self.now())
+            .begin_transfer_with_intent(
+                item.id,
+                &item.payee_id,
+                user,
+                key.key,
+                key.generation,
+                key.key_at,
+            )
             .await?
             .is_none()
         {
             return Ok(Step::Changed); // not pending any more (canceled?): look again
         }
-        self.send_transfer(item, user, amount, key).await
+        self.send_transfer(item, user, key).await
     }
 
     /// Phases 2 and 3, once phase 1 is committed: the call, with no transaction open, and its
@@ -160,15 +140,14 @@ impl Engine {
         &self,
         item: &ItemRecord,
         user: Uuid,
-        amount: Cents,
-        key: IdempotencyKey,
+        key: KeyUse,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         // Phase 2: the call, with no transaction open.
         let req = CreateTransfer {
-            amount: amount.as_credit(),
+            amount: item.amount.as_credit(),
             user_id: user,
-            idempotency_key: Some(key.as_uuid()),
+            idempotency_key: Some(key.key.as_uuid()),
             metadata: Some(super::item_metadata(item, "payout")),
         };
         match self.dots.create_transfer(&req).await {
@@ -183,7 +162,7 @@ impl Engine {
                     .record_transfer_done_with_payout_intent(id, t.id, "made")
                     .await?;
                 Ok(match done {
-                    Some(row) => Step::MovedWithPayoutIntent(Box::new(row)),
+                    Some(row) => Step::MovedPayoutIntentOurs(Box::new(row)),
                     None => Step::Changed,
                 })
             }
@@ -208,70 +187,68 @@ impl Engine {
         outcome: CallOutcome,
         err: &DotsError,
     ) -> Result<Step, JobError> {
-        let id = item.item_id()?;
+        let id = item.id;
         let msg = err.to_string();
-        let give_up = outcome == CallOutcome::Permanent
-            || item.attempts + 1 >= self.settings.max_attempts as i64;
-        if outcome == CallOutcome::DuplicateKey {
-            // Reconcile on the next turn, straight away.
-            return Ok(self
-                .store
-                .record_transfer_failure(id, outcome, &msg, now_ms())
-                .await?
-                .into());
-        }
-        if give_up {
-            // Earlier attempts (or this one) may have moved money: look before failing.
-            let had_unclear = item.transfer_attempts > 1 || outcome == CallOutcome::Ambiguous;
-            if had_unclear {
-                match self.reconcile(item, user).await {
-                    Ok(Reconciled::Found(t)) => {
-                        self.store
-                            .record_transfer_failure(id, outcome, &msg, 0)
-                            .await?;
-                        return Ok(self
-                            .store
-                            .record_transfer_done(id, t.id, "found at Dots by reconciliation")
-                            .await?
-                            .into());
-                    }
-                    Ok(Reconciled::None) => {}
-                    Err(e) => {
-                        // Cannot tell: keep the item alive and try again later.
-                        let at = self.next_attempt_at(item.attempts, Some(&e));
-                        self.store
-                            .record_transfer_failure(
-                                id,
-                                CallOutcome::Ambiguous,
-                                &format!("{msg}; reconciliation failed: {e}"),
-                                at,
-                            )
-                            .await?;
-                        return Ok(Step::Done(Next::RetryAt(at)));
-                    }
-                }
+        let then = after_failure(item, outcome, &self.settings);
+        match then {
+            AfterFailure::ReconcileNext => {
+                // Reconcile on the next turn, straight away.
+                return Ok(self
+                    .store
+                    .record_transfer_failure(id, outcome, &msg, self.now())
+                    .await?
+                    .into());
             }
-            self.store
-                .record_transfer_failure(id, outcome, &msg, 0)
-                .await?;
-            let reason = if outcome == CallOutcome::Permanent {
-                format!("transfer refused: {msg}")
-            } else {
-                format!(
-                    "transfer gave up after {} attempts: {msg}",
-                    item.attempts + 1
-                )
-            };
-            self.store
-                .fail_item(id, ItemState::Transferring, &reason)
-                .await?;
-            return Ok(Step::Done(Next::Idle));
+            AfterFailure::RetryLater => {
+                let at = self.next_attempt_at(item.attempts, Some(err));
+                self.store
+                    .record_transfer_failure(id, outcome, &msg, at)
+                    .await?;
+                return Ok(Step::done(Next::RetryAt(at)));
+            }
+            AfterFailure::ReconcileThenFail => match self.reconcile(item, user).await {
+                Ok(Reconciled::Found(t)) => {
+                    self.store
+                        .record_transfer_failure(id, outcome, &msg, 0)
+                        .await?;
+                    return Ok(self
+                        .store
+                        .record_transfer_done(id, t.id, "found at Dots by reconciliation")
+                        .await?
+                        .into());
+                }
+                Ok(Reconciled::None) => {}
+                Err(e) => {
+                    // Cannot tell: keep the item alive and try again later.
+                    let at = self.next_attempt_at(item.attempts, Some(&e));
+                    self.store
+                        .record_transfer_failure(
+                            id,
+                            CallOutcome::Ambiguous,
+                            &format!("{msg}; reconciliation failed: {e}"),
+                            at,
+                        )
+                        .await?;
+                    return Ok(Step::done(Next::RetryAt(at)));
+                }
+            },
+            AfterFailure::Fail => {}
         }
-        let at = self.next_attempt_at(item.attempts, Some(err));
         self.store
-            .record_transfer_failure(id, outcome, &msg, at)
+            .record_transfer_failure(id, outcome, &msg, 0)
             .await?;
-        Ok(Step::Done(Next::RetryAt(at)))
+        let reason = if outcome == CallOutcome::Permanent {
+            format!("transfer refused: {msg}")
+        } else {
+            format!(
+                "transfer gave up after {} attempts: {msg}",
+                item.attempts + 1
+            )
+        };
+        self.store
+            .fail_item(id, ItemState::Transferring, &reason)
+            .await?;
+        Ok(Step::done(Next::Idle))
     }
 
     /// Looks for a transfer this item already made: every page of the user's transfers,
@@ -279,9 +256,10 @@ impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
     async fn reconcile(&self, item: &ItemRecord, user: Uuid) -> Result<Reconciled, DotsError> {
         let transfers = self.dots.list_all_transfers(user).await?;
+        let item_id = item.id.to_string();
         let mine = transfers
             .into_iter()
-            .find(|t| t.metadata_str("payrun_item_id") == Some(item.id.as_str()));
+            .find(|t| t.metadata_str("payrun_item_id") == Some(item_id.as_str()));
         Ok(match mine {
             Some(t) if !matches!(t.status.as_str(), "failed" | "canceled" | "reversed") => {
                 Reconciled::Found(t)

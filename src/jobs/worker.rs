@@ -21,9 +21,9 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
+use super::poll;
 use super::queue::on_queue;
 use super::{Engine, ItemJob, Next, Queue, feed};
-use crate::poll;
 use crate::store::now_ms;
 
 /// A cron job registered beside the poller (e.g. a scheduled batch). `run` gets the tick's

@@ -1,94 +1,14 @@
-//! Items: the row type, reads, leases, and the queries the poller, the sweep and the reports
-//! need. The guarded state transitions and the event log are in `transitions.rs`.
+//! Items: reads, leases, and the queries the poller, the sweep and the reports need. The row
+//! type is in `record.rs`; the guarded writes are in `writes.rs`, on the machinery in
+//! `transitions.rs`.
 
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{Store, StoreError, now_ms, on_pool};
+use super::record::{ITEM_COLUMNS, ItemRow, typed, typed_all};
+use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::{BatchId, ItemId};
-use crate::item::{IdempotencyKey, ItemState};
-
-pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cents, memo, first_name, last_name,
-    email, country_code, phone_number, dots_user_id, state, onboarding_flow_id, onboarding_link,
-    transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
-    transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
-    next_attempt_at, next_poll_at, polls, lease_owner, lease_until, last_error, api_calls, updated_at";
-
-/// An item row as stored. Fields are raw; use the accessor methods for parsed values.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ItemRecord {
-    pub id: String,
-    pub batch_id: String,
-    pub line: i64,
-    pub payee_id: String,
-    pub amount_cents: i64,
-    pub memo: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub email: Option<String>,
-    pub country_code: Option<String>,
-    pub phone_number: Option<String>,
-    pub dots_user_id: Option<String>,
-    pub state: String,
-    pub onboarding_flow_id: Option<String>,
-    pub onboarding_link: Option<String>,
-    pub transfer_key: Option<String>,
-    pub transfer_key_gen: i64,
-    pub transfer_key_at: Option<i64>,
-    pub transfer_call_open: i64,
-    pub transfer_outcome: Option<String>,
-    pub transfer_attempts: i64,
-    pub transfer_id: Option<String>,
-    pub payout_flow_id: Option<String>,
-    pub payout_link: Option<String>,
-    pub payout_call_open: i64,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub next_poll_at: Option<i64>,
-    pub polls: i64,
-    pub lease_owner: Option<String>,
-    pub lease_until: i64,
-    pub last_error: Option<String>,
-    pub api_calls: i64,
-    pub updated_at: i64,
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-fn parse_uuid(what: &str, s: &Option<String>) -> Result<Option<Uuid>, StoreError> {
-    s.as_deref()
-        .map(|v| Uuid::parse_str(v).map_err(|e| corrupt(what, e)))
-        .transpose()
-}
-
-impl ItemRecord {
-    pub fn item_id(&self) -> Result<ItemId, StoreError> {
-        self.id.parse().map_err(|e| corrupt("item id", e))
-    }
-    pub fn batch(&self) -> Result<BatchId, StoreError> {
-        self.batch_id.parse().map_err(|e| corrupt("batch id", e))
-    }
-    pub fn item_state(&self) -> Result<ItemState, StoreError> {
-        self.state.parse().map_err(|e| corrupt("state", e))
-    }
-    pub fn user_id(&self) -> Result<Option<Uuid>, StoreError> {
-        parse_uuid("dots_user_id", &self.dots_user_id)
-    }
-    pub fn key(&self) -> Result<Option<IdempotencyKey>, StoreError> {
-        self.transfer_key
-            .as_deref()
-            .map(|k| k.parse().map_err(|e| corrupt("transfer_key", e)))
-            .transpose()
-    }
-    pub fn onboarding_flow(&self) -> Result<Option<Uuid>, StoreError> {
-        parse_uuid("onboarding_flow_id", &self.onboarding_flow_id)
-    }
-    pub fn payout_flow(&self) -> Result<Option<Uuid>, StoreError> {
-        parse_uuid("payout_flow_id", &self.payout_flow_id)
-    }
-}
+use crate::item::ItemState;
 
 /// One entry of an item's history.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -104,8 +24,8 @@ pub struct ItemEvent {
 impl Store {
     pub async fn item(&self, id: ItemId) -> Result<Option<ItemRecord>, StoreError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1");
-        Ok(
-            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+        typed(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
             .bind(id.to_string()).fetch_optional(p).await?),
         )
     }
@@ -116,8 +36,8 @@ impl Store {
             "SELECT {ITEM_COLUMNS} FROM items WHERE onboarding_flow_id = $1 OR payout_flow_id = $1
              ORDER BY updated_at DESC LIMIT 1"
         );
-        Ok(
-            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+        typed(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
             .bind(flow_id.to_string()).fetch_optional(p).await?),
         )
     }
@@ -133,8 +53,8 @@ impl Store {
     /// Every item of a batch, in file order.
     pub async fn batch_items(&self, batch: BatchId) -> Result<Vec<ItemRecord>, StoreError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY line");
-        Ok(
-            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+        typed_all(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
             .bind(batch.to_string()).fetch_all(p).await?),
         )
     }
@@ -172,8 +92,8 @@ impl Store {
              WHERE id = $3 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)
              RETURNING {ITEM_COLUMNS}"
         );
-        Ok(
-            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+        typed(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
             .bind(owner).bind(now + lease_ms).bind(id.to_string()).bind(now)
             .fetch_optional(p).await?),
         )
@@ -189,7 +109,9 @@ impl Store {
     pub async fn payee_user(&self, payee_id: &str) -> Result<Option<Uuid>, StoreError> {
         let s: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
             "SELECT dots_user_id FROM payees WHERE payee_id = $1").bind(payee_id).fetch_optional(p).await?);
-        parse_uuid("payees.dots_user_id", &s)
+        s.as_deref()
+            .map(|v| Uuid::parse_str(v).map_err(|e| corrupt("payees.dots_user_id", e)))
+            .transpose()
     }
 
     /// A poll that found the flow still open: poll again at `next_poll_at`.
@@ -224,8 +146,8 @@ impl Store {
              AND next_poll_at <= $2
              RETURNING {ITEM_COLUMNS}"
         );
-        Ok(
-            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
+        typed_all(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
             .bind(hold_until).bind(now).bind(limit).fetch_all(p).await?),
         )
     }
@@ -243,9 +165,9 @@ impl Store {
     }
 
     /// Whether the item's batch may be worked (approved, not awaiting approval or canceled).
-    pub async fn batch_approved(&self, batch_id: &str) -> Result<bool, StoreError> {
+    pub async fn batch_approved(&self, batch_id: BatchId) -> Result<bool, StoreError> {
         let s: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
-            "SELECT status FROM batches WHERE id = $1").bind(batch_id).fetch_optional(p).await?);
+            "SELECT status FROM batches WHERE id = $1").bind(batch_id.to_string()).fetch_optional(p).await?);
         Ok(s.as_deref() == Some("approved"))
     }
 
@@ -255,4 +177,8 @@ impl Store {
             .bind(id.to_string()).execute(p).await?; });
         Ok(())
     }
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
 }

@@ -19,18 +19,20 @@ mod bulk;
 mod feed;
 mod items;
 mod migrate_lock;
-mod protocol;
 mod queue_tables;
+mod record;
 mod redact;
 pub mod source;
 mod transitions;
+mod writes;
 
 pub use batches::*;
 pub use items::*;
-pub use protocol::*;
 pub use queue_tables::ITEM_QUEUE;
 pub(crate) use queue_tables::on_apalis;
+pub use record::ItemRecord;
 pub use redact::redact_url;
+pub use writes::*;
 
 use std::str::FromStr;
 use std::time::Duration;

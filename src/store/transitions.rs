@@ -1,16 +1,18 @@
-//! The guarded writes to an item and the item event log: the helpers every state change
-//! goes through, and the operator's transitions. The payout protocol's own writes are in
-//! `protocol.rs`.
+//! The machinery every guarded write to an item goes through, and the item event log. The
+//! writes themselves, one per step of the state diagram, are in `writes.rs`.
 //!
 //! Every method that changes `state` does so with `WHERE state = <expected>` and writes the
 //! event in the same transaction. It returns the row as written (`RETURNING`), so the job goes
 //! on from there without reading it again, or `Ok(None)` when the item was no longer in the
 //! expected state (another worker got there first), never a silent overwrite.
+//!
+//! A write names its columns and values with [`Set`]; the statement's placeholders (`$1`,
+//! `$2`, …) are numbered by [`Binds`] as the SQL text is put together, never by hand.
 
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::items::ITEM_COLUMNS;
+use super::record::{ITEM_COLUMNS, ItemRow, typed};
 use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
 use crate::item::ItemState;
@@ -29,19 +31,17 @@ impl Store {
         Ok(())
     }
 
-    /// Moves the item `from` -> `to`, applying `set` (a SQL `SET` fragment using `$5`.. for
-    /// `binds`) in the same statement, and logs the event. Returns the row as written;
-    /// `Ok(None)`: not in `from` any more.
+    /// Moves the item `from` -> `to`, applying `set` in the same statement, and logs the
+    /// event. Returns the row as written; `Ok(None)`: not in `from` any more.
     pub(super) async fn transition(
         &self,
         id: ItemId,
         from: ItemState,
         to: ItemState,
-        set: &str,
-        binds: Vec<Bind>,
+        set: Set,
         detail: &str,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        self.transition_with(id, from, to, Change::new(set, binds, detail))
+        self.transition_with(id, from, to, Change::new(set, detail))
             .await
     }
 
@@ -57,33 +57,37 @@ impl Store {
             return Err(StoreError::IllegalTransition { from, to });
         }
         let now = now_ms();
-        let sep = if c.set.is_empty() { "" } else { ", " };
-        let set = c.set;
-        let mut binds = c.binds;
+        let mut b = Binds::default();
+        let set = Set::new()
+            .val("state", to.as_str())
+            .val("updated_at", now)
+            .and(c.set)
+            .render(&mut b);
         let release = match c.release {
             // As `release_lease`, in this statement: only this owner's lease. (SET expressions
             // read the row as it was, so both CASEs see the old owner.)
             Some(owner) => {
-                let k = 5 + binds.len();
-                binds.push(Bind::S(owner.to_owned()));
+                let k = b.push(owner);
                 format!(
-                    ", lease_owner = CASE WHEN lease_owner = ${k} THEN NULL ELSE lease_owner END,
-                     lease_until = CASE WHEN lease_owner = ${k} THEN 0 ELSE lease_until END,
-                     queued_until = CASE WHEN lease_owner = ${k} THEN 0 ELSE queued_until END"
+                    ", lease_owner = CASE WHEN lease_owner = {k} THEN NULL ELSE lease_owner END,
+                     lease_until = CASE WHEN lease_owner = {k} THEN 0 ELSE lease_until END,
+                     queued_until = CASE WHEN lease_owner = {k} THEN 0 ELSE queued_until END"
                 )
             }
             None => String::new(),
         };
+        let guard = c.guard.map(|g| format!(" AND ({g})")).unwrap_or_default();
         let sql = format!(
-            "UPDATE items SET state = $1, updated_at = $2{sep}{set}{release} WHERE id = $3 AND state = $4
-             RETURNING {ITEM_COLUMNS}"
+            "UPDATE items SET {set}{release} WHERE id = {} AND state = {}{guard}
+             RETURNING {ITEM_COLUMNS}",
+            b.push(id.to_string()),
+            b.push(from.as_str()),
         );
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
-                .bind(to.as_str()).bind(now).bind(id.to_string()).bind(from.as_str());
-            for b in binds {
-                q = match b {
+            let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()));
+            for v in b.0 {
+                q = match v {
                     Bind::I(v) => q.bind(v),
                     Bind::S(v) => q.bind(v),
                 };
@@ -106,31 +110,33 @@ impl Store {
             tx.commit().await?;
             row
         });
-        Ok(row)
+        typed(row)
     }
 
     /// Updates columns without a state change, guarded by the current state, with an event.
-    /// `set` uses `$4`.. for `binds`. Returns the row as written; `Ok(None)`: not in `state`.
+    /// Returns the row as written; `Ok(None)`: not in `state`.
     pub(super) async fn update_in_state(
         &self,
         id: ItemId,
         state: ItemState,
-        set: &str,
-        binds: Vec<Bind>,
+        set: Set,
         kind: &str,
         detail: &str,
     ) -> Result<Option<ItemRecord>, StoreError> {
         let now = now_ms();
+        let mut b = Binds::default();
+        let set = Set::new().val("updated_at", now).and(set).render(&mut b);
         let sql = format!(
-            "UPDATE items SET updated_at = $1, {set} WHERE id = $2 AND state = $3
-             RETURNING {ITEM_COLUMNS}"
+            "UPDATE items SET {set} WHERE id = {} AND state = {}
+             RETURNING {ITEM_COLUMNS}",
+            b.push(id.to_string()),
+            b.push(state.as_str()),
         );
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as::<_, ItemRecord>(AssertSqlSafe(sql.clone()))
-                .bind(now).bind(id.to_string()).bind(state.as_str());
-            for b in binds {
-                q = match b {
+            let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()));
+            for v in b.0 {
+                q = match v {
                     Bind::I(v) => q.bind(v),
                     Bind::S(v) => q.bind(v),
                 };
@@ -144,7 +150,7 @@ impl Store {
             tx.commit().await?;
             row
         });
-        Ok(row)
+        typed(row)
     }
 
     pub async fn remember_payee(&self, payee_id: &str, user_id: Uuid) -> Result<(), StoreError> {
@@ -152,90 +158,103 @@ impl Store {
             .bind(payee_id).bind(user_id.to_string()).bind(now_ms()).execute(p).await?; });
         Ok(())
     }
-
-    /// Operator rerun of a failed item: back to `transferred` when the money already moved
-    /// (only the payout flow is redone), else to `pending` with any earlier transfer attempt
-    /// marked for reconciliation before a new call.
-    pub async fn rerun_item(
-        &self,
-        id: ItemId,
-        has_transfer: bool,
-    ) -> Result<Option<ItemRecord>, StoreError> {
-        if has_transfer {
-            self.transition(
-                id,
-                ItemState::Failed,
-                ItemState::Transferred,
-                "attempts = 0, next_attempt_at = 1, last_error = NULL",
-                vec![],
-                "rerun by operator: transfer already made, redoing the payout flow",
-            )
-            .await
-        } else {
-            self.transition(
-                id,
-                ItemState::Failed,
-                ItemState::Pending,
-                "attempts = 0, next_attempt_at = 1, last_error = NULL,
-                 transfer_outcome = CASE WHEN transfer_key IS NULL THEN NULL ELSE 'rerun' END",
-                vec![],
-                "rerun by operator: any earlier transfer attempt is reconciled before a new one",
-            )
-            .await
-        }
-    }
-
-    /// Cancels an item that has not transferred; `Ok(None)`: it was not in `from` any more.
-    pub async fn cancel_item(
-        &self,
-        id: ItemId,
-        from: ItemState,
-    ) -> Result<Option<ItemRecord>, StoreError> {
-        self.transition(
-            id,
-            from,
-            ItemState::Canceled,
-            "next_poll_at = NULL",
-            vec![],
-            "canceled by operator",
-        )
-        .await
-    }
-
-    /// A new flow link for a payee whose link went stale: the item steps back so the job makes
-    /// a new flow (payout: awaiting_payout -> transferred; onboarding: onboarding -> pending).
-    pub async fn renew_flow(
-        &self,
-        id: ItemId,
-        from: ItemState,
-    ) -> Result<Option<ItemRecord>, StoreError> {
-        let to = match from {
-            ItemState::AwaitingPayout => ItemState::Transferred,
-            _ => ItemState::Pending,
-        };
-        self.transition(
-            id,
-            from,
-            to,
-            "next_poll_at = NULL, attempts = 0, next_attempt_at = 1, payout_call_open = 0",
-            vec![],
-            "new flow link requested by operator",
-        )
-        .await
-    }
 }
 
-/// A bind value for the dynamic `SET` fragments.
+/// A bind value.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Bind {
     I(i64),
     S(String),
 }
 
-/// One guarded write: its `SET` fragment and binds, its event's detail, and what else goes
-/// in the same transaction when (and only when) the guard matches.
+impl From<i64> for Bind {
+    fn from(v: i64) -> Bind {
+        Bind::I(v)
+    }
+}
+
+impl From<String> for Bind {
+    fn from(v: String) -> Bind {
+        Bind::S(v)
+    }
+}
+
+impl From<&str> for Bind {
+    fn from(v: &str) -> Bind {
+        Bind::S(v.to_owned())
+    }
+}
+
+/// A statement's bind values in placeholder order: [`Binds::push`] hands out the next `$n`.
+#[derive(Debug, Default)]
+pub(super) struct Binds(Vec<Bind>);
+
+impl Binds {
+    /// Adds a value; answers its placeholder.
+    pub(super) fn push(&mut self, v: impl Into<Bind>) -> String {
+        self.0.push(v.into());
+        format!("${}", self.0.len())
+    }
+}
+
+/// One piece of a `SET` list.
+#[derive(Debug, Clone)]
+enum Part {
+    /// `column = <value>`.
+    Val(&'static str, Bind),
+    /// `column = column + <value>`.
+    Add(&'static str, Bind),
+    /// SQL with no values (`polls = 0`, `api_calls = api_calls + 1`).
+    Raw(&'static str),
+}
+
+/// The columns a write sets, with their values; numbered only when rendered.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Set(Vec<Part>);
+
+impl Set {
+    pub(super) fn new() -> Set {
+        Set::default()
+    }
+    /// `column = value`.
+    pub(super) fn val(mut self, column: &'static str, v: impl Into<Bind>) -> Set {
+        self.0.push(Part::Val(column, v.into()));
+        self
+    }
+    /// `column = column + value`.
+    pub(super) fn add(mut self, column: &'static str, v: impl Into<Bind>) -> Set {
+        self.0.push(Part::Add(column, v.into()));
+        self
+    }
+    /// Assignments with no values, as SQL.
+    pub(super) fn raw(mut self, sql: &'static str) -> Set {
+        self.0.push(Part::Raw(sql));
+        self
+    }
+    /// This set, then `other`'s.
+    pub(super) fn and(mut self, other: Set) -> Set {
+        self.0.extend(other.0);
+        self
+    }
+    /// The `SET` list's SQL, its values pushed onto `b` in order.
+    pub(super) fn render(self, b: &mut Binds) -> String {
+        let parts: Vec<String> = self
+            .0
+            .into_iter()
+            .map(|p| match p {
+                Part::Val(c, v) => format!("{c} = {}", b.push(v)),
+                Part::Add(c, v) => format!("{c} = {c} + {}", b.push(v)),
+                Part::Raw(sql) => sql.to_owned(),
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// One guarded write: its `SET`, its event's detail, and what else goes in the same
+/// transaction when (and only when) the guard matches.
 pub(super) struct Change<'a> {
-    pub(super) set: &'a str,
-    pub(super) binds: Vec<Bind>,
+    pub(super) set: Set,
     pub(super) detail: &'a str,
     /// Remember the payee's Dots user for later batches.
     pub(super) payee: Option<(&'a str, Uuid)>,
@@ -244,17 +263,19 @@ pub(super) struct Change<'a> {
     pub(super) also: Option<(&'a str, &'a str)>,
     /// Release this owner's lease in the same `UPDATE`: the job's last write to the item.
     pub(super) release: Option<&'a str>,
+    /// A further condition (no binds) the row must meet besides its state.
+    pub(super) guard: Option<&'a str>,
 }
 
 impl<'a> Change<'a> {
-    pub(super) fn new(set: &'a str, binds: Vec<Bind>, detail: &'a str) -> Change<'a> {
+    pub(super) fn new(set: Set, detail: &'a str) -> Change<'a> {
         Change {
             set,
-            binds,
             detail,
             payee: None,
             also: None,
             release: None,
+            guard: None,
         }
     }
 }
@@ -273,3 +294,33 @@ const STATE_AND_DETAIL_EVENTS: &str =
 const REMEMBER_PAYEE: &str = "INSERT INTO payees (payee_id, dots_user_id, updated_at) VALUES ($1, $2, $3)
      ON CONFLICT (payee_id) DO UPDATE SET dots_user_id = excluded.dots_user_id, updated_at = excluded.updated_at
      WHERE payees.dots_user_id <> excluded.dots_user_id";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_the_order_values_are_added() {
+        let mut b = Binds::default();
+        let set = Set::new()
+            .val("state", "transferring")
+            .raw("polls = 0")
+            .add("api_calls", 2)
+            .val("dots_user_id", "u".to_string())
+            .render(&mut b);
+        assert_eq!(
+            set,
+            "state = $1, polls = 0, api_calls = api_calls + $2, dots_user_id = $3"
+        );
+        assert_eq!(b.push(ItemState::Pending.as_str()), "$4");
+        assert_eq!(
+            b.0,
+            vec![
+                Bind::S("transferring".into()),
+                Bind::I(2),
+                Bind::S("u".into()),
+                Bind::S("pending".into())
+            ]
+        );
+    }
+}

@@ -6,6 +6,7 @@ use payrun::dots::sim::Fault;
 use payrun::store::ItemRecord;
 
 use crate::common::app::*;
+use payrun::item::ItemState;
 
 /// Serves `payrun::app::dashboard::router` for `app` on 127.0.0.1, returning its base URL.
 /// Loopback over plain HTTP: the session cookie is not `Secure` (`secure_cookie = "auto"`).
@@ -46,16 +47,23 @@ pub async fn batch_with_a_failed_item(app: &TestApp, paid: &[&str]) -> (BatchId,
     csv.push_str(&known_payee_row("broke", "8.00"));
     let batch = app.batch(&csv).await;
     for payee in paid {
-        let id = app.item(batch, payee).await.item_id().expect("item id");
+        let id = app.item(batch, payee).await.id;
         app.engine.process_item(id).await.expect("process item");
-        assert_eq!(app.item(batch, payee).await.state, "awaiting_payout");
+        assert_eq!(
+            app.item(batch, payee).await.state,
+            ItemState::AwaitingPayout
+        );
     }
     let attempts = app.settings.worker.max_attempts as usize;
     app.sim()
         .inject("POST /v2/flows", Fault::Status(500), attempts);
     app.step_until_idle(batch).await;
     let failed = app.item(batch, "broke").await;
-    assert_eq!(failed.state, "failed", "the payout flow kept failing");
+    assert_eq!(
+        failed.state,
+        ItemState::Failed,
+        "the payout flow kept failing"
+    );
     assert!(failed.transfer_id.is_some(), "its transfer was made");
     (batch, failed)
 }

@@ -13,8 +13,8 @@ use payrun::config::Settings;
 use payrun::dots::client::DotsClient;
 use payrun::dots::sim::{Ledger, LedgerTransfer, Sim, SimConfig, SimHandle};
 use payrun::dots::types::CreateUser;
+use payrun::jobs::poll;
 use payrun::jobs::{Engine, Queue};
-use payrun::poll;
 use payrun::store::{ItemRecord, Store};
 use uuid::Uuid;
 
@@ -258,7 +258,7 @@ impl TestApp {
                     .as_ref()
                     .and_then(|m| m.get("payrun_item_id"))
                     .and_then(|v| v.as_str())
-                    == Some(item.id.as_str())
+                    == Some(item.id.to_string().as_str())
             })
             .collect()
     }
@@ -269,9 +269,14 @@ impl TestApp {
             let ts = self.transfers_for(&item);
             if item.transfer_id.is_some() {
                 assert_eq!(ts.len(), 1, "{} has {} transfers", item.payee_id, ts.len());
-                assert_eq!(ts[0].amount, -item.amount_cents, "{} amount", item.payee_id);
                 assert_eq!(
-                    Some(ts[0].id.to_string()),
+                    ts[0].amount,
+                    item.amount.as_credit(),
+                    "{} amount",
+                    item.payee_id
+                );
+                assert_eq!(
+                    Some(ts[0].id),
                     item.transfer_id,
                     "{} transfer id",
                     item.payee_id

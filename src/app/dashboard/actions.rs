@@ -162,7 +162,7 @@ pub(super) async fn retry_flow(
             ),
             Err(why) => format!("{}: {why}", rec.payee_id),
         };
-        Ok((rec.batch_id, msg))
+        Ok((rec.batch_id.to_string(), msg))
     })
     .await
 }

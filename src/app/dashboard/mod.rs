@@ -244,13 +244,13 @@ impl From<ItemRecord> for ItemSummary {
     fn from(i: ItemRecord) -> ItemSummary {
         ItemSummary {
             flow_link: i.payout_link.or(i.onboarding_link),
-            amount: crate::money::format_cents(i.amount_cents),
-            id: i.id,
+            amount: crate::money::format_cents(i.amount.get()),
+            id: i.id.to_string(),
             payee_id: i.payee_id,
-            amount_cents: i.amount_cents,
-            state: i.state,
-            dots_user_id: i.dots_user_id,
-            transfer_id: i.transfer_id,
+            amount_cents: i.amount.get(),
+            state: i.state.to_string(),
+            dots_user_id: i.dots_user_id.map(|u| u.to_string()),
+            transfer_id: i.transfer_id.map(|t| t.to_string()),
             attempts: i.transfer_attempts,
             last_error: i.last_error,
             updated_at: i.updated_at,
@@ -275,7 +275,7 @@ async fn items_in(
         .batch_items(batch)
         .await?
         .into_iter()
-        .filter(|i| state.is_none_or(|s| i.state == s.as_str()))
+        .filter(|i| state.is_none_or(|s| i.state == s))
         .map(ItemSummary::from)
         .collect())
 }

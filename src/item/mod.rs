@@ -23,6 +23,10 @@ use uuid::Uuid;
 
 use crate::batch::{ItemId, NAMESPACE};
 
+mod outcome;
+
+pub use outcome::{CallOutcome, TransferOutcome, UnknownOutcome};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ItemState {
     Pending,

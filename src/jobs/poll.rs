@@ -8,9 +8,9 @@
 use futures::StreamExt;
 use tracing::{info, instrument, warn};
 
+use super::{Engine, JobError};
 use crate::batch::ItemId;
 use crate::item::ItemState;
-use crate::jobs::{Engine, JobError};
 use crate::store::ItemRecord;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollRepor
     // Claimed for a minute; each poll below records the item's real next time.
     let due = engine
         .store
-        .claim_due_polls(now, limit, crate::store::now_ms() + 60_000)
+        .claim_due_polls(now, limit, engine.now() + 60_000)
         .await?;
     let results: Vec<_> = futures::stream::iter(due)
         .map(|item| async move { poll_one(engine, &item).await })
@@ -73,9 +73,7 @@ pub async fn refresh_flow(
     flow_id: uuid::Uuid,
 ) -> Result<Option<Polled>, JobError> {
     match engine.store.item_by_flow(flow_id).await? {
-        Some(item) if item.item_state()?.is_waiting_on_payee() => {
-            Ok(Some(poll_one(engine, &item).await?))
-        }
+        Some(item) if item.state.is_waiting_on_payee() => Ok(Some(poll_one(engine, &item).await?)),
         _ => Ok(None),
     }
 }
@@ -106,7 +104,7 @@ pub async fn refresh_transfer(
     let Some(item) = engine.store.item(item_id).await? else {
         return Ok(None);
     };
-    if item.item_state()? == ItemState::Transferring
+    if item.state == ItemState::Transferring
         && item.transfer_id.is_none()
         && !matches!(t.status.as_str(), "failed" | "canceled" | "reversed")
         && engine
@@ -122,11 +120,11 @@ pub async fn refresh_transfer(
 
 #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
 async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError> {
-    let id = item.item_id()?;
-    let state = item.item_state()?;
+    let id = item.id;
+    let state = item.state;
     let flow_id = match state {
-        ItemState::Onboarding => item.onboarding_flow()?,
-        _ => item.payout_flow()?,
+        ItemState::Onboarding => item.onboarding_flow_id,
+        _ => item.payout_flow_id,
     };
     let Some(flow_id) = flow_id else {
         engine

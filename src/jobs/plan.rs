@@ -1,0 +1,171 @@
+//! The transfer step's decision, in one pure function: from the item as stored, the clock and
+//! the settings, [`TransferPlan::for_item`] says whether to record a transfer already on file,
+//! fail, reconcile first, or send with which key; [`after_failure`] says what a failed call
+//! leads to. No I/O: `transfer.rs` carries the plan out, and `lease.rs` reads the same plan to
+//! know whether the step may call Dots more than once (reconcile). See ARCHITECTURE.md,
+//! "Transfer safety protocol".
+
+use uuid::Uuid;
+
+use crate::batch::ItemId;
+use crate::config::WorkerSettings;
+use crate::item::{CallOutcome, IdempotencyKey, TransferOutcome};
+use crate::store::ItemRecord;
+
+/// How long we trust Dots to remember a key (it keeps them 24 h).
+pub const KEY_WINDOW_MS: i64 = 23 * 3600 * 1000;
+
+/// The key a transfer call goes out with, and what phase 1 records for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key: IdempotencyKey,
+    pub generation: u32,
+    /// When the key was first used (kept for a reused key, `now` for a new one).
+    pub key_at: i64,
+}
+
+impl KeyUse {
+    fn new(item: ItemId, generation: u32, now: i64) -> KeyUse {
+        KeyUse {
+            key: IdempotencyKey::derive(item, generation),
+            generation,
+            key_at: now,
+        }
+    }
+}
+
+/// What reconciliation that finds no transfer leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfNone {
+    /// Send with this key (the same one, or the next generation once the old one aged out).
+    Send(KeyUse),
+    /// Dots saw the key but lists no transfer: the first request may still be in flight
+    /// there. Wait (backoff), then retry the same key.
+    Wait,
+}
+
+/// The transfer step for an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferAction {
+    /// The transfer id is on record: record the item as transferred, never pay again.
+    AlreadyMade(Uuid),
+    /// Nothing can be paid: fail the item with this reason.
+    Fail(&'static str),
+    /// An earlier call may have moved money: list the user's transfers first.
+    Reconcile { user: Uuid, if_none: IfNone },
+    /// Commit this key as the intent, then pay `user`.
+    Send { user: Uuid, key: KeyUse },
+}
+
+/// The decision of one transfer step, and what the step may lead to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferPlan {
+    pub action: TransferAction,
+    /// A failed call of this step may look at Dots before failing the item
+    /// ([`AfterFailure::ReconcileThenFail`]).
+    may_reconcile_on_failure: bool,
+}
+
+impl TransferPlan {
+    /// The plan for `item` (pending with a known Dots user, or transferring) at `now` on the
+    /// engine's clock.
+    pub fn for_item(item: &ItemRecord, now: i64, settings: &WorkerSettings) -> TransferPlan {
+        let action = action_for(item, now);
+        let may_reconcile_on_failure = matches!(action, TransferAction::Send { .. })
+            && (last_attempt(item, settings) || had_unclear_attempts(item));
+        TransferPlan {
+            action,
+            may_reconcile_on_failure,
+        }
+    }
+
+    /// Whether carrying the plan out may call Dots more than once (list transfers besides
+    /// the transfer call): the lease must then be fresh (see `lease.rs`).
+    pub fn may_reconcile(&self) -> bool {
+        matches!(self.action, TransferAction::Reconcile { .. }) || self.may_reconcile_on_failure
+    }
+}
+
+fn action_for(item: &ItemRecord, now: i64) -> TransferAction {
+    let Some(user) = item.dots_user_id else {
+        return TransferAction::Fail("no Dots user id to pay");
+    };
+    if let Some(t) = item.transfer_id {
+        return TransferAction::AlreadyMade(t);
+    }
+    let Some(key) = item.transfer_key else {
+        let key = KeyUse::new(item.id, item.transfer_key_gen, now);
+        return TransferAction::Send { user, key };
+    };
+    let outcome = item.transfer_outcome;
+    let aged_out = item.transfer_key_at.map_or(0, |t| now - t) >= KEY_WINDOW_MS;
+    let same = KeyUse {
+        key,
+        generation: item.transfer_key_gen,
+        key_at: item.transfer_key_at.unwrap_or(now),
+    };
+    let must_reconcile = item.transfer_call_open
+        || matches!(
+            outcome,
+            Some(TransferOutcome::DuplicateKey | TransferOutcome::Rerun)
+        )
+        || (outcome.is_some_and(TransferOutcome::is_unclear) && aged_out);
+    if !must_reconcile {
+        return TransferAction::Send { user, key: same };
+    }
+    let if_none = if aged_out {
+        // Proven absent and the key is forgotten by Dots: a new key.
+        IfNone::Send(KeyUse::new(item.id, item.transfer_key_gen + 1, now))
+    } else if outcome == Some(TransferOutcome::DuplicateKey) {
+        IfNone::Wait
+    } else {
+        IfNone::Send(same)
+    };
+    TransferAction::Reconcile { user, if_none }
+}
+
+/// What a transfer call that failed with `outcome` leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Dots refused the key as a duplicate: reconcile on the next turn, straight away.
+    ReconcileNext,
+    /// Retry later (backoff), with the same key.
+    RetryLater,
+    /// Out of attempts or refused, after an unclear attempt: look at Dots before failing.
+    ReconcileThenFail,
+    /// Out of attempts or refused, and nothing can have moved: fail.
+    Fail,
+}
+
+/// The decision after a failed call; `item` is the row as it was before the call's intent.
+pub fn after_failure(
+    item: &ItemRecord,
+    outcome: CallOutcome,
+    settings: &WorkerSettings,
+) -> AfterFailure {
+    if outcome == CallOutcome::DuplicateKey {
+        return AfterFailure::ReconcileNext;
+    }
+    if outcome != CallOutcome::Permanent && !last_attempt(item, settings) {
+        return AfterFailure::RetryLater;
+    }
+    if had_unclear_attempts(item) || outcome == CallOutcome::Ambiguous {
+        AfterFailure::ReconcileThenFail
+    } else {
+        AfterFailure::Fail
+    }
+}
+
+/// The next failure uses up the item's attempts.
+pub fn last_attempt(item: &ItemRecord, settings: &WorkerSettings) -> bool {
+    item.attempts + 1 >= settings.max_attempts as i64
+}
+
+/// Earlier attempts (before the one about to be made) may have moved money.
+fn had_unclear_attempts(item: &ItemRecord) -> bool {
+    item.transfer_attempts > 1
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,176 @@
+//! The transfer decision, row by row: every combination of key on record, call left open,
+//! recorded outcome, key aged out and last attempt.
+
+use super::*;
+use crate::batch::BatchId;
+use crate::item::ItemState;
+use crate::money::Cents;
+
+const NOW: i64 = 100 * KEY_WINDOW_MS;
+
+fn settings() -> WorkerSettings {
+    crate::config::Settings::builtin().worker
+}
+
+fn item(
+    key: bool,
+    open: bool,
+    outcome: Option<TransferOutcome>,
+    aged: bool,
+    last: bool,
+) -> ItemRecord {
+    let s = settings();
+    let id = ItemId::for_line(BatchId::new_random(), 2);
+    ItemRecord {
+        id,
+        batch_id: BatchId::new_random(),
+        line: 2,
+        payee_id: "p".into(),
+        amount: Cents::from_stored(100).unwrap(),
+        memo: None,
+        first_name: None,
+        last_name: None,
+        email: None,
+        country_code: None,
+        phone_number: None,
+        dots_user_id: Some(Uuid::from_u128(7)),
+        state: ItemState::Transferring,
+        onboarding_flow_id: None,
+        onboarding_link: None,
+        transfer_key: key.then(|| IdempotencyKey::derive(id, 3)),
+        transfer_key_gen: 3,
+        transfer_key_at: key.then_some(if aged { NOW - KEY_WINDOW_MS } else { NOW - 1 }),
+        transfer_call_open: open,
+        transfer_outcome: outcome,
+        transfer_attempts: i64::from(key),
+        transfer_id: None,
+        payout_flow_id: None,
+        payout_link: None,
+        payout_call_open: false,
+        attempts: if last { s.max_attempts as i64 - 1 } else { 0 },
+        next_attempt_at: 1,
+        next_poll_at: None,
+        polls: 0,
+        lease_owner: None,
+        lease_until: 0,
+        last_error: None,
+        api_calls: 0,
+        updated_at: 0,
+    }
+}
+
+/// What the plan must be, as a table: `R` reconcile first, then send the same key (`same`),
+/// a new generation (`next`) or wait (`wait`); `S` send without reconciling (`same`/`new`:
+/// generation 3 derived now, as no key is on record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    SendSame,
+    SendNew,
+    ReconcileSame,
+    ReconcileNext,
+    ReconcileWait,
+}
+
+fn want(key: bool, open: bool, outcome: Option<TransferOutcome>, aged: bool) -> Want {
+    use TransferOutcome::*;
+    use Want::*;
+    match (key, open, outcome, aged) {
+        (false, _, _, _) => SendNew,
+        (true, true, _, true) => ReconcileNext,
+        (true, true, Some(DuplicateKey), false) => ReconcileWait,
+        (true, true, _, false) => ReconcileSame,
+        (true, false, Some(DuplicateKey), false) => ReconcileWait,
+        (true, false, Some(DuplicateKey | Rerun | Ambiguous | Retryable), true) => ReconcileNext,
+        (true, false, Some(Rerun), false) => ReconcileSame,
+        (true, false, None | Some(Ok | Permanent | ReconciledNone), _) => SendSame,
+        (true, false, Some(Ambiguous | Retryable), false) => SendSame,
+    }
+}
+
+#[test]
+fn every_row_of_the_transfer_decision() {
+    let s = settings();
+    let outcomes = std::iter::once(None).chain(TransferOutcome::ALL.into_iter().map(Some));
+    let mut rows = 0;
+    for key in [false, true] {
+        for open in [false, true] {
+            for outcome in outcomes.clone() {
+                for aged in [false, true] {
+                    for last in [false, true] {
+                        let it = item(key, open, outcome, aged, last);
+                        let plan = TransferPlan::for_item(&it, NOW, &s);
+                        let same = KeyUse {
+                            key: IdempotencyKey::derive(it.id, 3),
+                            generation: 3,
+                            key_at: it.transfer_key_at.unwrap_or(NOW),
+                        };
+                        let next = KeyUse::new(it.id, 4, NOW);
+                        let user = Uuid::from_u128(7);
+                        let send = |key| TransferAction::Send { user, key };
+                        let reconcile = |if_none| TransferAction::Reconcile { user, if_none };
+                        let expected = match want(key, open, outcome, aged) {
+                            Want::SendSame => send(same),
+                            Want::SendNew => send(KeyUse::new(it.id, 3, NOW)),
+                            Want::ReconcileSame => reconcile(IfNone::Send(same)),
+                            Want::ReconcileNext => reconcile(IfNone::Send(next)),
+                            Want::ReconcileWait => reconcile(IfNone::Wait),
+                        };
+                        let row =
+                            format!("key {key} open {open} {outcome:?} aged {aged} last {last}");
+                        assert_eq!(plan.action, expected, "{row}");
+                        // A step may reconcile when it starts by reconciling, or when its call
+                        // may be the last attempt (which looks at Dots before failing).
+                        let reconciles = matches!(expected, TransferAction::Reconcile { .. });
+                        assert_eq!(plan.may_reconcile(), reconciles || last, "{row}");
+                        rows += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(rows, 2 * 2 * 8 * 2 * 2);
+}
+
+#[test]
+fn a_recorded_transfer_or_a_missing_user_decides_before_any_key() {
+    let s = settings();
+    let mut it = item(true, true, Some(TransferOutcome::Ambiguous), true, true);
+    it.transfer_id = Some(Uuid::from_u128(9));
+    let plan = TransferPlan::for_item(&it, NOW, &s);
+    assert_eq!(plan.action, TransferAction::AlreadyMade(Uuid::from_u128(9)));
+    assert!(!plan.may_reconcile());
+    it.transfer_id = None;
+    it.dots_user_id = None;
+    let plan = TransferPlan::for_item(&it, NOW, &s);
+    assert!(matches!(plan.action, TransferAction::Fail(_)));
+    assert!(!plan.may_reconcile());
+}
+
+#[test]
+fn a_failed_call_reconciles_before_failing_only_after_an_unclear_attempt() {
+    use AfterFailure::*;
+    use CallOutcome::*;
+    let s = settings();
+    // (outcome, last attempt, earlier attempts) -> what follows
+    let rows = [
+        (DuplicateKey, false, 0, ReconcileNext),
+        (DuplicateKey, true, 2, ReconcileNext),
+        (Retryable, false, 0, RetryLater),
+        (Ambiguous, false, 2, RetryLater),
+        (Retryable, true, 1, Fail),
+        (Retryable, true, 2, ReconcileThenFail),
+        (Ambiguous, true, 0, ReconcileThenFail),
+        (Permanent, false, 1, Fail),
+        (Permanent, false, 2, ReconcileThenFail),
+        (Permanent, true, 0, Fail),
+    ];
+    for (outcome, last, earlier, expected) in rows {
+        let mut it = item(true, false, None, false, last);
+        it.transfer_attempts = earlier;
+        assert_eq!(
+            after_failure(&it, outcome, &s),
+            expected,
+            "{outcome:?} last {last} earlier {earlier}"
+        );
+    }
+}

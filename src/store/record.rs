@@ -1,0 +1,177 @@
+//! The item row: [`ItemRow`] is the raw `sqlx` row, private to the store; every read and every
+//! `RETURNING` converts it once, here, into the typed [`ItemRecord`] the rest of payrun uses.
+//! A value the domain types refuse is a [`StoreError::Corrupt`] naming the column.
+
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::batch::{BatchId, ItemId};
+use crate::item::{IdempotencyKey, ItemState, TransferOutcome};
+use crate::money::Cents;
+
+/// The columns of [`ItemRow`], in its order, for `SELECT` and `RETURNING`.
+pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cents, memo, first_name, last_name,
+    email, country_code, phone_number, dots_user_id, state, onboarding_flow_id, onboarding_link,
+    transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
+    transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
+    next_attempt_at, next_poll_at, polls, lease_owner, lease_until, last_error, api_calls, updated_at";
+
+/// An item row as stored (text ids, integer flags).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(super) struct ItemRow {
+    id: String,
+    batch_id: String,
+    line: i64,
+    payee_id: String,
+    amount_cents: i64,
+    memo: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    country_code: Option<String>,
+    phone_number: Option<String>,
+    dots_user_id: Option<String>,
+    state: String,
+    onboarding_flow_id: Option<String>,
+    onboarding_link: Option<String>,
+    transfer_key: Option<String>,
+    transfer_key_gen: i64,
+    transfer_key_at: Option<i64>,
+    transfer_call_open: i64,
+    transfer_outcome: Option<String>,
+    transfer_attempts: i64,
+    transfer_id: Option<String>,
+    payout_flow_id: Option<String>,
+    payout_link: Option<String>,
+    payout_call_open: i64,
+    attempts: i64,
+    next_attempt_at: i64,
+    next_poll_at: Option<i64>,
+    polls: i64,
+    lease_owner: Option<String>,
+    lease_until: i64,
+    last_error: Option<String>,
+    api_calls: i64,
+    updated_at: i64,
+}
+
+/// An item as stored, parsed: ids, state, amount, key and outcome are domain types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    pub id: ItemId,
+    pub batch_id: BatchId,
+    pub line: i64,
+    pub payee_id: String,
+    pub amount: Cents,
+    pub memo: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub country_code: Option<String>,
+    pub phone_number: Option<String>,
+    pub dots_user_id: Option<Uuid>,
+    pub state: ItemState,
+    pub onboarding_flow_id: Option<Uuid>,
+    pub onboarding_link: Option<String>,
+    pub transfer_key: Option<IdempotencyKey>,
+    pub transfer_key_gen: u32,
+    pub transfer_key_at: Option<i64>,
+    /// A transfer call's intent is committed and its outcome is not (yet).
+    pub transfer_call_open: bool,
+    pub transfer_outcome: Option<TransferOutcome>,
+    pub transfer_attempts: i64,
+    pub transfer_id: Option<Uuid>,
+    pub payout_flow_id: Option<Uuid>,
+    pub payout_link: Option<String>,
+    /// A payout-flow call's intent is committed and its flow id is not (yet).
+    pub payout_call_open: bool,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub next_poll_at: Option<i64>,
+    pub polls: i64,
+    pub lease_owner: Option<String>,
+    pub lease_until: i64,
+    pub last_error: Option<String>,
+    pub api_calls: i64,
+    pub updated_at: i64,
+}
+
+fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("items.{column}: {e}"))
+}
+
+fn parse<T: std::str::FromStr>(column: &str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| corrupt(column, e))
+}
+
+fn parse_opt<T: std::str::FromStr>(column: &str, s: Option<String>) -> Result<Option<T>, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.as_deref().map(|v| parse(column, v)).transpose()
+}
+
+fn flag(column: &str, v: i64) -> Result<bool, StoreError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(corrupt(column, format!("{v} is not 0 or 1"))),
+    }
+}
+
+impl TryFrom<ItemRow> for ItemRecord {
+    type Error = StoreError;
+
+    fn try_from(r: ItemRow) -> Result<ItemRecord, StoreError> {
+        Ok(ItemRecord {
+            id: parse("id", &r.id)?,
+            batch_id: parse("batch_id", &r.batch_id)?,
+            line: r.line,
+            payee_id: r.payee_id,
+            amount: Cents::from_stored(r.amount_cents).map_err(|e| corrupt("amount_cents", e))?,
+            memo: r.memo,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            email: r.email,
+            country_code: r.country_code,
+            phone_number: r.phone_number,
+            dots_user_id: parse_opt("dots_user_id", r.dots_user_id)?,
+            state: parse("state", &r.state)?,
+            onboarding_flow_id: parse_opt("onboarding_flow_id", r.onboarding_flow_id)?,
+            onboarding_link: r.onboarding_link,
+            transfer_key: parse_opt("transfer_key", r.transfer_key)?,
+            transfer_key_gen: u32::try_from(r.transfer_key_gen)
+                .map_err(|e| corrupt("transfer_key_gen", e))?,
+            transfer_key_at: r.transfer_key_at,
+            transfer_call_open: flag("transfer_call_open", r.transfer_call_open)?,
+            transfer_outcome: parse_opt("transfer_outcome", r.transfer_outcome)?,
+            transfer_attempts: r.transfer_attempts,
+            transfer_id: parse_opt("transfer_id", r.transfer_id)?,
+            payout_flow_id: parse_opt("payout_flow_id", r.payout_flow_id)?,
+            payout_link: r.payout_link,
+            payout_call_open: flag("payout_call_open", r.payout_call_open)?,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            next_poll_at: r.next_poll_at,
+            polls: r.polls,
+            lease_owner: r.lease_owner,
+            lease_until: r.lease_until,
+            last_error: r.last_error,
+            api_calls: r.api_calls,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// Converts a fetched row, if any.
+pub(super) fn typed(row: Option<ItemRow>) -> Result<Option<ItemRecord>, StoreError> {
+    row.map(ItemRecord::try_from).transpose()
+}
+
+/// Converts fetched rows.
+pub(super) fn typed_all(rows: Vec<ItemRow>) -> Result<Vec<ItemRecord>, StoreError> {
+    rows.into_iter().map(ItemRecord::try_from).collect()
+}

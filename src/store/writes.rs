@@ -1,0 +1,390 @@
+//! Every write to an item's state, in the order of the state diagram (`item` module docs): one
+//! guarded transition or in-state update per step of the job, the poller, webhooks and the
+//! operator, built on the machinery in `transitions.rs`. See ARCHITECTURE.md, "Transfer safety
+//! protocol".
+
+use uuid::Uuid;
+
+use super::transitions::{Change, Set};
+use super::{ItemRecord, Store, StoreError, on_pool};
+use crate::batch::ItemId;
+use crate::item::{IdempotencyKey, ItemState, TransferOutcome};
+
+pub use crate::item::CallOutcome;
+
+impl Store {
+    // pending -> onboarding
+
+    /// pending -> onboarding: the onboarding flow exists at Dots; poll it from `next_poll_at`.
+    /// `release`: a job's last write releases its lease in the same statement.
+    pub async fn begin_onboarding(
+        &self,
+        id: ItemId,
+        flow_id: Uuid,
+        link: &str,
+        next_poll_at: i64,
+        release: Option<&str>,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let detail = format!("onboarding flow {flow_id} created");
+        let set = Set::new()
+            .val("onboarding_flow_id", flow_id.to_string())
+            .val("onboarding_link", link)
+            .val("next_poll_at", next_poll_at)
+            .raw("polls = 0, api_calls = api_calls + 1");
+        let mut c = Change::new(set, &detail);
+        c.release = release;
+        let (from, to) = (ItemState::Pending, ItemState::Onboarding);
+        self.transition_with(id, from, to, c).await
+    }
+
+    // pending | onboarding -> transferring
+
+    /// pending|onboarding -> transferring: the payee's Dots user is known (and remembered for
+    /// later batches, in the same transaction). No key yet: [`Store::record_transfer_intent`]
+    /// stores it before the call.
+    pub async fn begin_transfer(
+        &self,
+        id: ItemId,
+        from: ItemState,
+        payee_id: &str,
+        user_id: Uuid,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let detail = format!("payee is Dots user {user_id}");
+        let mut c = Change::new(begin_transfer_set(user_id), &detail);
+        c.payee = Some((payee_id, user_id));
+        self.transition_with(id, from, ItemState::Transferring, c)
+            .await
+    }
+
+    /// pending -> transferring for a first transfer attempt (no key on record), with phase 1
+    /// of the transfer in the same transaction: the payee's user as in
+    /// [`Store::begin_transfer`], and the key, its birth time and the call marked open as in
+    /// [`Store::record_transfer_intent`] — committed before any byte goes to Dots. Logs both
+    /// events: the state change, then `transfer_intent`.
+    pub async fn begin_transfer_with_intent(
+        &self,
+        id: ItemId,
+        payee_id: &str,
+        user_id: Uuid,
+        key: IdempotencyKey,
+        generation: u32,
+        key_at: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = begin_transfer_set(user_id).and(intent_set(key, generation, key_at));
+        let detail = format!("payee is Dots user {user_id}");
+        let intent = intent_detail(key, generation);
+        let mut c = Change::new(set, &detail);
+        c.payee = Some((payee_id, user_id));
+        c.also = Some(("transfer_intent", &intent));
+        self.transition_with(id, ItemState::Pending, ItemState::Transferring, c)
+            .await
+    }
+
+    // transferring: phase 1 and the closing of a call
+
+    /// Phase 1 of a transfer: commit the key (and its birth time when it is new) and mark the
+    /// call open, before any byte goes to Dots.
+    pub async fn record_transfer_intent(
+        &self,
+        id: ItemId,
+        key: IdempotencyKey,
+        generation: u32,
+        key_at: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        self.update_in_state(
+            id,
+            ItemState::Transferring,
+            intent_set(key, generation, key_at),
+            "transfer_intent",
+            &intent_detail(key, generation),
+        )
+        .await
+    }
+
+    /// Phase 3, no success: the call is closed with its outcome; retry at `next_attempt_at`.
+    pub async fn record_transfer_failure(
+        &self,
+        id: ItemId,
+        outcome: CallOutcome,
+        error: &str,
+        next_attempt_at: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = Set::new()
+            .raw("transfer_call_open = 0")
+            .val("transfer_outcome", outcome.as_str())
+            .val("last_error", error)
+            .raw("attempts = attempts + 1")
+            .val("next_attempt_at", next_attempt_at);
+        let detail = format!("{}: {error}", outcome.as_str());
+        self.update_in_state(id, ItemState::Transferring, set, "transfer_error", &detail)
+            .await
+    }
+
+    /// Reconciliation found no transfer for the item: the open call (if any) is closed as
+    /// "none made", so the next attempt may proceed.
+    pub async fn record_reconciled_none(
+        &self,
+        id: ItemId,
+        api_calls: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = Set::new()
+            .raw("transfer_call_open = 0")
+            .val("transfer_outcome", TransferOutcome::ReconciledNone.as_str())
+            .add("api_calls", api_calls);
+        let detail = "no transfer found at Dots for this item";
+        self.update_in_state(id, ItemState::Transferring, set, "reconcile", detail)
+            .await
+    }
+
+    // transferring -> transferred
+
+    /// Phase 3, success: transferring -> transferred.
+    pub async fn record_transfer_done(
+        &self,
+        id: ItemId,
+        transfer_id: Uuid,
+        how: &str,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        self.transition(
+            id,
+            ItemState::Transferring,
+            ItemState::Transferred,
+            transfer_done_set(transfer_id),
+            &format!("transfer {transfer_id} {how}"),
+        )
+        .await
+    }
+
+    /// Phase 3, success, and the payout flow's intent in the same transaction: transferring
+    /// -> transferred with the payout-flow call marked open as [`Store::record_payout_intent`]
+    /// does, for a job that makes that call next. Logs the state change, then `payout_intent`.
+    pub async fn record_transfer_done_with_payout_intent(
+        &self,
+        id: ItemId,
+        transfer_id: Uuid,
+        how: &str,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = transfer_done_set(transfer_id).and(payout_intent_set());
+        let detail = format!("transfer {transfer_id} {how}");
+        let mut c = Change::new(set, &detail);
+        c.also = Some(("payout_intent", PAYOUT_INTENT_DETAIL));
+        let (from, to) = (ItemState::Transferring, ItemState::Transferred);
+        self.transition_with(id, from, to, c).await
+    }
+
+    // transferred: the payout flow's call
+
+    /// Payout-flow creation has no idempotency key at Dots: record that a call is open first.
+    pub async fn record_payout_intent(&self, id: ItemId) -> Result<Option<ItemRecord>, StoreError> {
+        self.update_in_state(
+            id,
+            ItemState::Transferred,
+            payout_intent_set(),
+            "payout_intent",
+            PAYOUT_INTENT_DETAIL,
+        )
+        .await
+    }
+
+    /// The payout-flow call failed before reaching Dots (retryable or refused): no flow was made.
+    pub async fn close_payout_call(&self, id: ItemId) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET payout_call_open = 0 WHERE id = $1")
+            .bind(id.to_string()).execute(p).await?; });
+        Ok(())
+    }
+
+    // transferred -> awaiting_payout -> completed
+
+    /// transferred -> awaiting_payout: the payout flow exists; its link is the payee's.
+    /// `release`: a job's last write releases its lease in the same statement.
+    pub async fn record_payout_flow(
+        &self,
+        id: ItemId,
+        flow_id: Uuid,
+        link: &str,
+        next_poll_at: i64,
+        release: Option<&str>,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let detail = format!("payout flow {flow_id} created: {link}");
+        let set = Set::new()
+            .val("payout_flow_id", flow_id.to_string())
+            .val("payout_link", link)
+            .raw("payout_call_open = 0")
+            .val("next_poll_at", next_poll_at)
+            .raw("polls = 0, attempts = 0, next_attempt_at = 1, last_error = NULL");
+        let mut c = Change::new(set, &detail);
+        c.release = release;
+        let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
+        self.transition_with(id, from, to, c).await
+    }
+
+    /// awaiting_payout -> completed.
+    pub async fn complete_item(
+        &self,
+        id: ItemId,
+        api_calls: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        self.transition(
+            id,
+            ItemState::AwaitingPayout,
+            ItemState::Completed,
+            Set::new()
+                .raw("next_poll_at = NULL")
+                .add("api_calls", api_calls),
+            "payee completed the payout flow",
+        )
+        .await
+    }
+
+    // any working state: a retry, or -> failed
+
+    /// A non-transfer step failed in a retryable way: note it and retry at `next_attempt_at`.
+    pub async fn record_retry(
+        &self,
+        id: ItemId,
+        state: ItemState,
+        error: &str,
+        next_attempt_at: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = Set::new()
+            .val("last_error", error)
+            .raw("attempts = attempts + 1")
+            .val("next_attempt_at", next_attempt_at);
+        self.update_in_state(id, state, set, "retry", error).await
+    }
+
+    /// Any state -> failed, with the reason kept as `last_error`.
+    pub async fn fail_item(
+        &self,
+        id: ItemId,
+        from: ItemState,
+        reason: &str,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = Set::new()
+            .val("last_error", reason)
+            .raw("next_poll_at = NULL, transfer_call_open = 0");
+        self.transition(id, from, ItemState::Failed, set, reason)
+            .await
+    }
+
+    // the operator's: rerun, cancel, a new flow link
+
+    /// Operator rerun of a failed item: back to `transferred` when the money already moved
+    /// (only the payout flow is redone), else to `pending` with any earlier transfer attempt
+    /// marked for reconciliation before a new call.
+    pub async fn rerun_item(
+        &self,
+        id: ItemId,
+        has_transfer: bool,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = Set::new().raw("attempts = 0, next_attempt_at = 1, last_error = NULL");
+        if has_transfer {
+            self.transition(
+                id,
+                ItemState::Failed,
+                ItemState::Transferred,
+                set,
+                "rerun by operator: transfer already made, redoing the payout flow",
+            )
+            .await
+        } else {
+            self.transition(
+                id,
+                ItemState::Failed,
+                ItemState::Pending,
+                set.raw(
+                    "transfer_outcome = CASE WHEN transfer_key IS NULL THEN NULL ELSE 'rerun' END",
+                ),
+                "rerun by operator: any earlier transfer attempt is reconciled before a new one",
+            )
+            .await
+        }
+    }
+
+    /// Cancels an item that has not transferred; `Ok(None)`: it was not in `from` any more,
+    /// or it is a failed item that may have been paid. A failed item is canceled only if it is
+    /// definitely unpaid: no transfer recorded, and either no key on record or its only
+    /// attempt's outcome proves nothing moved (Dots refused it, or reconciliation found none).
+    /// The rule is this statement's guard, so no caller can skip it.
+    pub async fn cancel_item(
+        &self,
+        id: ItemId,
+        from: ItemState,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let unpaid = definitely_unpaid_sql();
+        let set = Set::new().raw("next_poll_at = NULL");
+        let mut c = Change::new(set, "canceled by operator");
+        if from == ItemState::Failed {
+            c.guard = Some(&unpaid);
+        }
+        self.transition_with(id, from, ItemState::Canceled, c).await
+    }
+
+    /// A new flow link for a payee whose link went stale: the item steps back so the job makes
+    /// a new flow (payout: awaiting_payout -> transferred; onboarding: onboarding -> pending).
+    pub async fn renew_flow(
+        &self,
+        id: ItemId,
+        from: ItemState,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let to = match from {
+            ItemState::AwaitingPayout => ItemState::Transferred,
+            _ => ItemState::Pending,
+        };
+        let set = Set::new()
+            .raw("next_poll_at = NULL, attempts = 0, next_attempt_at = 1, payout_call_open = 0");
+        self.transition(id, from, to, set, "new flow link requested by operator")
+            .await
+    }
+}
+
+/// The `SET` of pending|onboarding -> transferring.
+fn begin_transfer_set(user_id: Uuid) -> Set {
+    Set::new()
+        .val("dots_user_id", user_id.to_string())
+        .raw("next_poll_at = NULL, next_attempt_at = 1")
+}
+
+/// Phase 1's `SET` (see [`Store::record_transfer_intent`]).
+fn intent_set(key: IdempotencyKey, generation: u32, key_at: i64) -> Set {
+    Set::new()
+        .val("transfer_key", key.to_string())
+        .val("transfer_key_gen", i64::from(generation))
+        .val("transfer_key_at", key_at)
+        .raw("transfer_call_open = 1")
+        .raw("transfer_attempts = transfer_attempts + 1, api_calls = api_calls + 1")
+}
+
+fn intent_detail(key: IdempotencyKey, generation: u32) -> String {
+    format!("POST /v2/transfers with idempotency_key {key} (generation {generation})")
+}
+
+/// The `SET` of phase 3's success.
+fn transfer_done_set(transfer_id: Uuid) -> Set {
+    Set::new()
+        .val("transfer_id", transfer_id.to_string())
+        .raw("transfer_call_open = 0")
+        .val("transfer_outcome", TransferOutcome::Ok.as_str())
+        .raw("attempts = 0, next_attempt_at = 1, last_error = NULL")
+}
+
+/// The `SET` of a payout flow's intent.
+fn payout_intent_set() -> Set {
+    Set::new().raw("payout_call_open = 1, api_calls = api_calls + 1")
+}
+
+const PAYOUT_INTENT_DETAIL: &str = "POST /v2/flows steps [payout]";
+
+/// A failed item that is definitely unpaid (see [`Store::cancel_item`]), as SQL.
+fn definitely_unpaid_sql() -> String {
+    let proves: Vec<String> = TransferOutcome::ALL
+        .into_iter()
+        .filter(|o| o.proves_unpaid())
+        .map(|o| format!("'{}'", o.as_str()))
+        .collect();
+    format!(
+        "transfer_id IS NULL AND (transfer_key IS NULL OR
+         (transfer_attempts <= 1 AND transfer_outcome IN ({})))",
+        proves.join(", ")
+    )
+}
