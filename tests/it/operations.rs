@@ -1,11 +1,9 @@
 //! Operations: scheduled batches (one batch per tick across workers, missed ticks, inbox
 //! files), approval gating, reruns that never pay twice, and cancel before and after transfer.
 
-mod common;
-
 use std::time::Duration;
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::app::ops;
 use payrun::app::schedule::{self, Schedule, TickOutcome};
 use payrun::app::{SubmitOptions, Submitted};

@@ -1,11 +1,9 @@
 //! Webhook-triggered progress: a signed `flow.updated` from Dots moves the item on at once,
 //! without waiting for the cron poller, and a duplicate delivery changes nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::app::serve::webhook_handler;
 use payrun::dots::sim::SimConfig;
 use payrun::item::ItemState;

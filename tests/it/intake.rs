@@ -1,9 +1,7 @@
 //! Submitting files: a rejected file stores and enqueues nothing, a resubmitted file returns
 //! its batch, a dry run stores nothing.
 
-mod common;
-
-use common::app::*;
+use crate::common::app::*;
 use payrun::app::{SubmitError, SubmitOptions, Submitted};
 use payrun::item::ItemState;
 use payrun::store::CreateBatchError;

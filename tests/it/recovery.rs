@@ -1,11 +1,9 @@
 //! The transfer safety protocol's reconciliation cases, and crash recovery between the steps
 //! of an item: whatever was interrupted, the payee ends up paid exactly once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::dots::sim::Fault;
 use payrun::dots::types::CreateTransfer;
 use payrun::item::{IdempotencyKey, ItemState, TransferOutcome};

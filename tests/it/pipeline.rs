@@ -1,9 +1,7 @@
 //! The payout pipeline end to end on each backend against the in-process simulator: every
 //! state transition, onboarding, payees who never finish, and API faults on the transfer.
 
-mod common;
-
-use common::app::*;
+use crate::common::app::*;
 use payrun::dots::sim::{Fault, SimConfig};
 use payrun::item::{ItemState, TransferOutcome};
 use payrun::jobs::Next;

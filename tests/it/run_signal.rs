@@ -3,12 +3,10 @@
 //! no item is left with an open call or a held lease or claim — exits 1 (interrupted, not
 //! settled) within a bound, and a worker started afterwards pays every payee exactly once.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::dots::sim::SimConfig;
 use payrun::store::now_ms;
 
@@ -92,16 +90,12 @@ async fn a_run_stopped_by_sigterm_finishes_its_calls_and_leaves_nothing_open(b: 
     // Nothing was left open: no call without its outcome, no lease held by the dead process.
     let now = now_ms();
     for i in &items {
-        assert_eq!(
-            i.transfer_call_open, false,
+        assert!(
+            !i.transfer_call_open,
             "{} transfer call left open",
             i.payee_id
         );
-        assert_eq!(
-            i.payout_call_open, false,
-            "{} payout call left open",
-            i.payee_id
-        );
+        assert!(!i.payout_call_open, "{} payout call left open", i.payee_id);
         assert!(
             i.lease_owner.is_none() && i.lease_until < now,
             "{} lease still held ({:?} until {})",

@@ -3,9 +3,7 @@
 //! ours, and all start cleanly), and the batch identity migration builds its unique index even
 //! on a database that already holds duplicates. Both backends.
 
-mod common;
-
-use common::app::{Backend, fresh_database};
+use crate::common::app::{Backend, fresh_database};
 
 const BIN: &str = env!("CARGO_BIN_EXE_payrun");
 const PROCESSES: usize = 6;

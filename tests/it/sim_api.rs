@@ -1,9 +1,7 @@
 //! Behaviour of the Dots simulator over HTTP: auth, users, flows and simulated payees,
 //! transfers and idempotency, pagination, fault injection and the test hooks.
 
-mod common;
-
-use common::{Api, id_of, start, user_body};
+use crate::common::{Api, id_of, start, user_body};
 use payrun::dots::sim::{DuplicateKeyMode, Fault, SimConfig};
 use payrun::dots::types::{Flow, Page, Transfer};
 use reqwest::{Method, StatusCode};

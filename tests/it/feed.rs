@@ -1,11 +1,9 @@
 //! The feeder: the queue holds a window of the backlog, every item is handed over, retries
 //! and lost jobs come back when due, and a real worker pays a batch larger than its window.
 
-mod common;
-
 use std::time::Duration;
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::batch::ItemId;
 use payrun::dots::sim::SimConfig;
 use payrun::jobs::Engine;

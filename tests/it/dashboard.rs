@@ -2,12 +2,8 @@
 //! the `/login` cookie), cookie-authenticated forms need the CSRF field, pages filter by state
 //! and escape user data, and the actions act through `ops` (a rerun puts a failed item back).
 
-mod common;
-#[path = "browser/fixture.rs"]
-mod fixture;
-
-use common::app::*;
-use fixture::{batch_with_a_failed_item, serve_dashboard};
+use crate::common::app::*;
+use crate::fixture::{batch_with_a_failed_item, serve_dashboard};
 use payrun::item::ItemState;
 use reqwest::{Client, StatusCode, header};
 use serde_json::Value;
@@ -505,7 +501,7 @@ async fn the_session_cookie_is_secure_unless_configured_for_plain_http(b: Backen
     let app = spawn_app(b, quiet_sim()).await;
     let http = client();
     for (secure, want) in [(true, true), (false, false)] {
-        let base = fixture::serve_dashboard_with(&app, TOKEN, secure).await;
+        let base = crate::fixture::serve_dashboard_with(&app, TOKEN, secure).await;
         let r = http
             .get(format!("{base}/login?token={TOKEN}"))
             .send()

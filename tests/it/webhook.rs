@@ -3,10 +3,8 @@
 //! redelivery and faults. No sleeps: every wait is on a channel or `Sim::webhooks_idle`, under
 //! a `tokio::time::timeout` guard.
 
-mod common;
-
-use common::webhook::*;
-use common::{id_of, start};
+use crate::common::webhook::*;
+use crate::common::{id_of, start};
 use payrun::dots::sim::{DeliveryStatus, SimConfig};
 use payrun::webhook::{Verifier, WebhookEvent};
 use reqwest::StatusCode;

@@ -6,16 +6,12 @@
 //! installs them. Without them this test fails (it never passes silently). Set
 //! `PAYRUN_UPDATE_SCREENSHOT=1` to write the screenshot to `docs/dashboard.png`.
 
-mod common;
-#[path = "browser/fixture.rs"]
-mod fixture;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::app::*;
-use fixture::{batch_with_a_failed_item, serve_dashboard};
+use crate::common::app::*;
+use crate::fixture::{batch_with_a_failed_item, serve_dashboard};
 use payrun::item::ItemState;
 
 const TOKEN: &str = "browser-test-token-9876543210-abcdefgh";

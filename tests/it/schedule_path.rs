@@ -3,12 +3,10 @@
 //! source whose rows are bad is rejected with one line per reason and exit 2; the example
 //! query formats money exactly.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::app::schedule::{self, Source, TickOutcome};
 use payrun::config::Limits;
 use payrun::store::Store;

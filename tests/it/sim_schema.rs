@@ -1,9 +1,7 @@
 //! The simulator's responses checked against the official Dots OpenAPI spec
 //! (`../shared/dots/openapi-v2.yaml`, schemas `flow`, `transfer` and `user`).
 
-mod common;
-
-use common::{Api, id_of, start};
+use crate::common::{Api, id_of, start};
 use jsonschema::{Draft, Validator};
 use payrun::dots::sim::SimConfig;
 use serde_json::{Value, json};
@@ -132,7 +130,9 @@ async fn user_responses_match_the_user_schema() {
     let (_, got) = api.get(&format!("/v2/users/{user}")).await;
     assert_eq!(got["wallet"]["amount"], 250);
     assert_valid(&v, "GET /v2/users/{id}", &got);
-    let (_, created) = api.post("/v2/users", common::user_body("4155550101")).await;
+    let (_, created) = api
+        .post("/v2/users", crate::common::user_body("4155550101"))
+        .await;
     assert_valid(&v, "POST /v2/users", &created);
     let (_, page) = api.get("/v2/users").await;
     for u in items(&page) {

@@ -2,9 +2,7 @@
 //! the interval backs off along `worker.poll_schedule_secs` (1 min, 5 min, 30 min, hourly by
 //! default); a flow a webhook just refreshed is pushed out the same way.
 
-mod common;
-
-use common::app::*;
+use crate::common::app::*;
 use payrun::jobs::poll;
 use payrun::store::now_ms;
 

@@ -3,12 +3,10 @@
 //! the worker then pays each payee once. And a submit whose batch committed exits 0 with the
 //! batch id even when handing the first window to the queue fails.
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Output;
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::app::Submitted;
 use payrun::batch::BatchId;
 

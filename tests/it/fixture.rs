@@ -1,4 +1,4 @@
-//! Shared by `tests/dashboard.rs` and `tests/browser.rs`: the dashboard served on a free port,
+//! Shared by the `dashboard` and `browser` tests: the dashboard served on a free port,
 //! and a batch with paid items and one item whose payout flow failed for good.
 
 use payrun::batch::BatchId;

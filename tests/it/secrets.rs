@@ -5,12 +5,10 @@
 //! webhook key under 16 bytes without showing them; and the session cookie is `Secure` unless
 //! the dashboard listens on loopback (`[dashboard] secure_cookie = "auto"`).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::app::*;
 use base64::Engine as _;
-use common::app::*;
 
 on_both_backends!(
     serve_refuses_a_dashboard_token_under_32_characters_without_showing_it,

@@ -2,12 +2,10 @@
 //! (honouring `Retry-After`), so the audit completes with the right result; a read that keeps
 //! failing gives up after its bounded attempts.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::app::*;
+use crate::common::app::*;
 use payrun::app::audit::audit_batch;
 use payrun::dots::sim::{Fault, SimConfig};
 

@@ -2,9 +2,7 @@
 //! constraint, and an append-only event log — on both backends, with both migration sets
 //! (ours and apalis') in one fresh database.
 
-mod common;
-
-use common::app::*;
+use crate::common::app::*;
 use payrun::batch::BatchState;
 use payrun::item::ItemState;
 use payrun::store::{Store, StoreError};

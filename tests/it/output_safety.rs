@@ -5,9 +5,7 @@
 //! The rows are planted with SQL, as an earlier version or a DB schedule could have stored
 //! them (intake refuses such values in new files).
 
-mod common;
-
-use common::app::*;
+use crate::common::app::*;
 
 on_both_backends!(
     show_and_cancel_print_stored_control_and_bidi_characters_as_visible_escapes,

@@ -7,12 +7,10 @@
 //!
 //! Size: `PAYRUN_CHAOS_ITEMS` (default 2000) and `PAYRUN_CHAOS_KILLS` (default 5).
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::app::{Backend, fresh_database};
+use crate::common::app::{Backend, fresh_database};
 use futures::StreamExt;
 use payrun::app::audit::{SeenTransfer, compare};
 use payrun::dots::sim::Ledger;
