@@ -365,7 +365,10 @@ async fn a_worker_that_saw_a_batch_approved_does_not_pay_it_after_cancel(b: Back
     assert_eq!(next, payrun::jobs::Next::Idle);
     assert_eq!(app.item(batch, "k").await.state, ItemState::Canceled);
     assert!(app.ledger().transfers.is_empty());
-    assert_eq!(app.state_history(k).await, ["pending", "canceled"]);
+    assert_eq!(
+        app.state_history(k).await,
+        [ItemState::Pending, ItemState::Canceled]
+    );
 }
 
 async fn a_new_flow_link_replaces_a_stale_one_without_paying_again(b: Backend) {

@@ -45,18 +45,20 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
     assert_eq!(app.sim().request_count("POST /v2/flows"), 1);
     assert_eq!(app.sim().request_count("GET /v2/flows"), 0);
     assert_eq!(app.sim().request_count("GET /v2/transfers"), 0);
-    let kinds = app.event_kinds(item.id).await;
-    assert_eq!(
-        kinds,
-        [
-            "state",
-            "state",
-            "transfer_intent",
-            "state",
-            "payout_intent",
-            "state"
-        ]
-    );
+    // The contract of the log: each call's intent is recorded before the state its outcome
+    // moved the item to (the transfer's before `transferred`, the payout flow's before
+    // `awaiting_payout`).
+    let events = app.store.item_events(item.id).await.unwrap();
+    let at = |pred: &dyn Fn(&payrun::store::ItemEvent) -> bool| {
+        events
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("{events:?}"))
+    };
+    let state =
+        |s: &'static str| move |e: &payrun::store::ItemEvent| e.to_state.as_deref() == Some(s);
+    assert!(at(&|e| e.kind == "transfer_intent") < at(&state("transferred")));
+    assert!(at(&|e| e.kind == "payout_intent") < at(&state("awaiting_payout")));
 
     let flow = item.payout_flow_id.unwrap();
     app.sim().complete_flow(flow).expect("flow exists");
@@ -68,11 +70,11 @@ async fn a_known_payee_is_paid_once_and_completes_after_the_payout_flow(b: Backe
     assert_eq!(
         states,
         [
-            "pending",
-            "transferring",
-            "transferred",
-            "awaiting_payout",
-            "completed"
+            ItemState::Pending,
+            ItemState::Transferring,
+            ItemState::Transferred,
+            ItemState::AwaitingPayout,
+            ItemState::Completed
         ]
     );
     app.assert_paid_exactly_once(batch).await;
@@ -111,11 +113,11 @@ async fn a_new_payee_is_onboarded_before_being_paid(b: Backend) {
     assert_eq!(
         states,
         [
-            "pending",
-            "onboarding",
-            "transferring",
-            "transferred",
-            "awaiting_payout"
+            ItemState::Pending,
+            ItemState::Onboarding,
+            ItemState::Transferring,
+            ItemState::Transferred,
+            ItemState::AwaitingPayout
         ]
     );
     app.assert_paid_exactly_once(batch).await;

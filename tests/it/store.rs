@@ -106,7 +106,7 @@ async fn a_transition_from_a_state_the_item_has_left_does_nothing(b: Backend) {
     assert_eq!(after.state, ItemState::Transferring);
     assert_eq!(after.dots_user_id, Some(user));
     let to_states = app.state_history(id).await;
-    assert_eq!(to_states, ["pending", "transferring"]);
+    assert_eq!(to_states, [ItemState::Pending, ItemState::Transferring]);
     // The payee's user was remembered with the transition that happened, not the one that did not.
     assert_eq!(app.store.payee_user("a").await.unwrap(), Some(user));
     // Remembering the same user again changes nothing; a new one replaces it.

@@ -13,6 +13,7 @@ use payrun::config::Settings;
 use payrun::dots::client::DotsClient;
 use payrun::dots::sim::{Ledger, LedgerTransfer, Sim, SimConfig, SimHandle};
 use payrun::dots::types::CreateUser;
+use payrun::item::ItemState;
 use payrun::jobs::poll;
 use payrun::jobs::{Engine, Queue};
 use payrun::store::{ItemRecord, Store};
@@ -223,13 +224,15 @@ impl TestApp {
     }
 
     /// The states an item went through, from its event log.
-    pub async fn state_history(&self, id: payrun::batch::ItemId) -> Vec<String> {
+    /// The states the item went through, in order (its creation first).
+    pub async fn state_history(&self, id: payrun::batch::ItemId) -> Vec<ItemState> {
         self.store
             .item_events(id)
             .await
             .expect("events")
             .into_iter()
             .filter_map(|e| e.to_state)
+            .map(|s| s.parse().expect("a stored state"))
             .collect()
     }
 
