@@ -16,6 +16,11 @@ use crate::dots::types::CreateFlow;
 use crate::item::ItemState;
 use crate::store::ItemRecord;
 
+/// How far before the item's last write (the payout call's intent) to look for a flow that
+/// interrupted call may have made: the intent commits just before the call, so a minute covers
+/// any clock difference between this host and Dots.
+const FLOW_SEARCH_SLACK_MS: i64 = 60_000;
+
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
     pub(super) async fn onboard(&self, item: &ItemRecord) -> Result<Step, JobError> {
@@ -67,8 +72,9 @@ impl Engine {
         if item.payout_call_open && !payout_intent_ours {
             // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
             // made it (found by our metadata among flows created since the call), else make one.
-            let since = chrono::DateTime::from_timestamp_millis(item.updated_at - 60_000)
-                .unwrap_or_default();
+            let since =
+                chrono::DateTime::from_timestamp_millis(item.updated_at - FLOW_SEARCH_SLACK_MS)
+                    .unwrap_or_default();
             match self
                 .dots
                 .find_flow("payrun_item_id", &item.id.to_string(), since)

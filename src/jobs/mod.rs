@@ -39,6 +39,15 @@ use crate::store::{ItemRecord, Store, StoreError, now_ms};
 /// the time it was queued for.
 const QUEUE_TIME_GRAIN_MS: i64 = 2_000;
 
+/// A job that found the item leased looks again this long after the lease ends: by then the
+/// holder has released it or its lease has lapsed, so the next `try_lease` decides at once.
+const AFTER_LEASE_MS: i64 = 100;
+
+/// The most durable steps one job makes before it hands the item back to the queue. An item's
+/// longest path (pending, onboarding done, transfer, reconcile, payout flow) is under ten
+/// steps; the bound keeps a bug that loops between two states from holding a worker forever.
+const MAX_STEPS_PER_JOB: usize = 16;
+
 /// At most this many batches are remembered as approved (then the memory starts over).
 const APPROVED_BATCHES_CAP: usize = 1024;
 
@@ -152,6 +161,7 @@ impl Engine {
     }
 
     /// Moves the engine's clock forward (tests: age an idempotency key past Dots' window).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn advance_clock(&self, by: Duration) {
         self.clock_offset_ms
             .fetch_add(by.as_millis() as i64, Ordering::Relaxed);
@@ -199,7 +209,7 @@ impl Engine {
         else {
             return match self.store.item(id).await? {
                 None => Err(JobError::NoSuchItem(id)),
-                Some(held) => Ok(Next::Busy(held.lease_until + 100)),
+                Some(held) => Ok(Next::Busy(held.lease_until + AFTER_LEASE_MS)),
             };
         };
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);
@@ -220,7 +230,7 @@ impl Engine {
         // Whether the last step committed the payout flow's intent for the next one.
         let mut payout_intent_ours = false;
         // A bounded loop: each turn makes one durable step.
-        for _ in 0..16 {
+        for _ in 0..MAX_STEPS_PER_JOB {
             let state = item.state;
             let early_by = item.next_attempt_at - self.now();
             if early_by > 0 && state.is_workable() {

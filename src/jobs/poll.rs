@@ -13,6 +13,10 @@ use crate::batch::ItemId;
 use crate::item::ItemState;
 use crate::store::ItemRecord;
 
+/// How long a claimed flow is kept from other pollers: longer than one poll takes (a Dots call
+/// within its timeout), short enough that a poller that died mid-round delays nobody much.
+const POLL_CLAIM_MS: i64 = 60_000;
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PollReport {
     pub polled: usize,
@@ -24,10 +28,10 @@ pub struct PollReport {
 /// Polls every flow due at `now` (unix ms), at most `limit`, a few at a time.
 #[instrument(skip(engine))]
 pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollReport, JobError> {
-    // Claimed for a minute; each poll below records the item's real next time.
+    // Claimed for a while; each poll below records the item's real next time.
     let due = engine
         .store
-        .claim_due_polls(now, limit, engine.now() + 60_000)
+        .claim_due_polls(now, limit, engine.now() + POLL_CLAIM_MS)
         .await?;
     let results: Vec<_> = futures::stream::iter(due)
         .map(|item| async move { poll_one(engine, &item).await })

@@ -153,6 +153,7 @@ impl Store {
     }
 
     /// Workable items of one batch whatever their retry time (for stepping a batch by hand).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub async fn batch_workable_items(&self, batch: BatchId) -> Result<Vec<ItemId>, StoreError> {
         let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
             "SELECT id FROM items WHERE batch_id = $1 AND state IN ('pending', 'transferring', 'transferred')
@@ -171,7 +172,8 @@ impl Store {
         Ok(s.as_deref() == Some("approved"))
     }
 
-    /// Makes a waiting retry due now (an operator's "retry now"; tests use it to skip backoff).
+    /// Makes a waiting retry due now (tests use it to skip backoff).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub async fn retry_now(&self, id: ItemId) -> Result<(), StoreError> {
         on_pool!(&self.pool, p => { sqlx::query("UPDATE items SET next_attempt_at = 1 WHERE id = $1")
             .bind(id.to_string()).execute(p).await?; });

@@ -222,13 +222,6 @@ impl Store {
         &self.pool
     }
 
-    pub fn backend_name(&self) -> &'static str {
-        match self.pool {
-            Pool::Sqlite(_) => "sqlite",
-            Pool::Postgres(_) => "postgres",
-        }
-    }
-
     pub async fn close(&self) {
         on_pool!(&self.pool, p => p.close().await)
     }
