@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod money;
 pub mod poll;
+pub mod secret;
 pub mod store;
 pub mod text;
 pub mod webhook;
