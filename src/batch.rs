@@ -188,3 +188,8 @@ mod tests {
         assert!(err.to_string().contains("batch id"));
     }
 }
+
+pub mod grouped;
+mod row;
+
+pub use row::{Contact, Row, RowError, SHOWN_CHARS, clip};

@@ -3,13 +3,19 @@
 //! working directory, then an explicit `--config` file, then environment variables.
 //!
 //! Secrets are never read from files: `DOTS_API_KEY` and `DOTS_WEBHOOK_SECRET` come only from
-//! the environment, and `Debug` of [`Settings`] redacts them.
+//! the environment, and are held as [`Secret`]s, so `Debug` of [`Settings`] shows `***`. The
+//! database URL stays a `String` (the operator's text, handed to the driver as is); its
+//! `Debug` masks the password (`secret::redact_url`).
+//!
+//! A leaf: it imports only `secret` (itself a leaf); the Dots client's settings are built from
+//! these by `dots::client::ClientConfig::from_settings`.
 
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::secret::{Secret, redact_url};
 
 const BUILTIN: &str = include_str!("../config/default.toml");
 
@@ -31,19 +37,19 @@ pub enum ConfigError {
 
 #[derive(Clone, Deserialize)]
 pub struct DatabaseSettings {
-    /// May hold the database password: `Debug` shows it redacted (`store::redact_url`).
+    /// May hold the database password: `Debug` shows it masked (`secret::redact_url`).
     pub url: String,
 }
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
-            .field("url", &crate::store::redact_url(&self.url))
+            .field("url", &redact_url(&self.url))
             .finish()
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct DotsSettings {
     pub base_url: String,
     pub client_id: String,
@@ -52,21 +58,10 @@ pub struct DotsSettings {
     pub rate_limit_rps: f64,
     /// From `DOTS_API_KEY` only.
     #[serde(skip)]
-    pub api_key: String,
+    pub api_key: Secret,
     /// From `DOTS_WEBHOOK_SECRET` only.
     #[serde(skip)]
-    pub webhook_secret: Option<String>,
-}
-
-impl fmt::Debug for DotsSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DotsSettings")
-            .field("base_url", &self.base_url)
-            .field("client_id", &self.client_id)
-            .field("api_key", &"<redacted>")
-            .field("webhook_secret", &"<redacted>")
-            .finish()
-    }
+    pub webhook_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -235,9 +230,11 @@ impl Settings {
             self.dots.client_id = v;
         }
         if let Some(v) = get("DOTS_API_KEY") {
-            self.dots.api_key = v;
+            self.dots.api_key = Secret::new(v);
         }
-        self.dots.webhook_secret = get("DOTS_WEBHOOK_SECRET").or(self.dots.webhook_secret.take());
+        self.dots.webhook_secret = get("DOTS_WEBHOOK_SECRET")
+            .map(Secret::new)
+            .or(self.dots.webhook_secret.take());
         let num = |var: &str, v: String| -> Result<u64, ConfigError> {
             v.parse().map_err(|e| ConfigError::Env {
                 var: var.into(),
@@ -285,18 +282,6 @@ impl Settings {
                 })?;
         }
         Ok(())
-    }
-
-    pub fn client_config(&self) -> crate::dots::client::ClientConfig {
-        crate::dots::client::ClientConfig {
-            base_url: self.dots.base_url.clone(),
-            client_id: self.dots.client_id.clone(),
-            api_key: self.dots.api_key.clone(),
-            timeout: Duration::from_secs(self.dots.timeout_secs),
-            connect_timeout: Duration::from_secs(self.dots.connect_timeout_secs),
-            rate_limit_rps: self.dots.rate_limit_rps,
-            read_retry: crate::dots::retry::ReadRetry::from(&self.worker),
-        }
     }
 }
 
@@ -388,7 +373,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.database.url, "postgres://u@h/db");
         assert_eq!(s.worker.concurrency, 3);
-        assert_eq!(s.dots.api_key, "topsecret");
+        assert_eq!(s.dots.api_key.expose(), "topsecret");
         assert!(!format!("{s:?}").contains("topsecret"));
         let bad =
             Settings::builtin().apply_env(|k| (k == "PAYRUN_CONCURRENCY").then(|| "x".into()));

@@ -16,6 +16,7 @@ pub mod item;
 pub mod jobs;
 pub mod metrics;
 pub mod money;
+pub mod secret;
 pub mod store;
 pub mod text;
 pub mod webhook;

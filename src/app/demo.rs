@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::Settings;
-use crate::dots::client::DotsClient;
+use crate::dots::client::{ClientConfig, DotsClient};
 use crate::dots::sim::{Ledger, Sim, SimConfig};
 use crate::dots::types::CreateUser;
 use crate::item::ItemState;
@@ -116,7 +116,10 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
     settings.worker.backoff_base_ms = 100;
     settings.worker.backoff_max_secs = 2;
     settings.worker.queue_poll_ms = 50;
-    let dots = DotsClient::new(settings.client_config())?;
+    let dots = DotsClient::new(ClientConfig::from_settings(
+        &settings.dots,
+        &settings.worker,
+    ))?;
     let owner = format!("demo-{}", std::process::id());
     let engine = Engine::new(store.clone(), dots, settings.worker.clone(), &owner);
     let mut queue = Queue::new(&store, Duration::from_secs(settings.worker.heartbeat_secs));

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::run::{bench_settings, bench_user, submit_paying, work};
 use super::{BenchBackend, fresh_db, rss_mib};
-use crate::dots::client::DotsClient;
+use crate::dots::client::{ClientConfig, DotsClient};
 use crate::dots::sim::SimConfig;
 use crate::jobs::{Engine, Queue};
 use crate::store::Store;
@@ -40,7 +40,7 @@ pub async fn memory(backend: BenchBackend, items: u64, pg_admin: &str) -> anyhow
     let sim = SimConfig::default();
     let s = bench_settings(&base_url, &sim, 16, 0.0, true);
     let store = Store::connect(&db.url).await?;
-    let dots = DotsClient::new(s.client_config())?;
+    let dots = DotsClient::new(ClientConfig::from_settings(&s.dots, &s.worker))?;
     // Payees with Dots users, made through the API like any client would.
     let users: Vec<uuid::Uuid> = futures::stream::iter(0..items)
         .map(|n| {

@@ -11,7 +11,7 @@ use super::{BenchBackend, fresh_db, per_sec, rss_mib};
 use crate::app::{SubmitOptions, Submitted, submit_file};
 use crate::batch::BatchId;
 use crate::config::Settings;
-use crate::dots::client::DotsClient;
+use crate::dots::client::{ClientConfig, DotsClient};
 use crate::dots::sim::{Sim, SimConfig, SimHandle};
 use crate::dots::types::CreateUser;
 use crate::jobs::{Engine, Queue, worker};
@@ -37,7 +37,7 @@ async fn rig(
     let s = bench_settings(&handle.base_url, &sim, concurrency, rate, prune);
     let engine = Engine::new(
         store.clone(),
-        DotsClient::new(s.client_config())?,
+        DotsClient::new(ClientConfig::from_settings(&s.dots, &s.worker))?,
         s.worker.clone(),
         "bench",
     );
@@ -272,7 +272,10 @@ pub async fn api(
         let mut r = rig(&db.url, sim, 64, rate as f64 * 0.98, true).await?;
         r.engine = Engine::new(
             r.store.clone(),
-            DotsClient::new(r.settings.client_config())?,
+            DotsClient::new(ClientConfig::from_settings(
+                &r.settings.dots,
+                &r.settings.worker,
+            ))?,
             crate::config::WorkerSettings {
                 poll_cron: "* * * * * *".into(),
                 poll_schedule_secs: if webhooks {

@@ -126,7 +126,11 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let router = app::serve::router(
                 engine,
                 ctx.queue(&store),
-                ctx.settings.dots.webhook_secret.as_deref(),
+                ctx.settings
+                    .dots
+                    .webhook_secret
+                    .as_ref()
+                    .map(|s| s.expose()),
                 dashboard,
             )?;
             app::serve::serve(listen, router, shutdown_signal()).await?;
@@ -376,7 +380,7 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
         c.client_id = v;
     }
     if let Ok(v) = std::env::var("DOTS_API_KEY") {
-        c.api_key = v;
+        c.api_key = v.into();
     }
     macro_rules! set { ($($f:ident => $k:ident),*) => { $( if let Some(v) = a.$f { c.$k = v; } )* } }
     set!(complete_after => complete_after_secs, never_complete => never_complete, latency_ms => latency_ms,
@@ -388,7 +392,7 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
         c.webhook_url = a.webhook_url.clone();
     }
     if let Ok(v) = std::env::var("DOTS_WEBHOOK_SECRET") {
-        c.webhook_secret = Some(v);
+        c.webhook_secret = Some(v.into());
     }
     let handle = Sim::new(c)
         .spawn(&a.listen)

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::app::exit;
 use crate::config::Settings;
-use crate::dots::client::DotsClient;
+use crate::dots::client::{ClientConfig, DotsClient};
 use crate::jobs::{Engine, Queue};
 use crate::store::Store;
 
@@ -75,7 +75,10 @@ impl Ctx {
     }
 
     pub fn dots(&self) -> anyhow::Result<DotsClient> {
-        Ok(DotsClient::new(self.settings.client_config())?)
+        Ok(DotsClient::new(ClientConfig::from_settings(
+            &self.settings.dots,
+            &self.settings.worker,
+        ))?)
     }
 
     pub fn engine(&self, store: &Store) -> anyhow::Result<Engine> {

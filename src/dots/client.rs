@@ -14,7 +14,6 @@
 //!
 //! It knows nothing of the store or the jobs; callers attach batch/item ids to the span.
 
-use std::fmt;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -26,6 +25,8 @@ use uuid::Uuid;
 use super::limiter::RateLimiter;
 use super::retry::ReadRetry;
 use super::types::*;
+use crate::config::{DotsSettings, WorkerSettings};
+use crate::secret::Secret;
 
 /// How a failed call should be treated by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,13 +81,13 @@ impl DotsError {
     }
 }
 
-/// Where and as whom to call Dots.
-#[derive(Clone)]
+/// Where and as whom to call Dots. `Debug` shows the API key as `***` ([`Secret`]).
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// e.g. `https://pls.senddotssandbox.com/api` (paths `/v2/...` are appended).
     pub base_url: String,
     pub client_id: String,
-    pub api_key: String,
+    pub api_key: Secret,
     /// Whole-request timeout; past it the outcome is ambiguous.
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -96,16 +97,19 @@ pub struct ClientConfig {
     pub read_retry: ReadRetry,
 }
 
-impl fmt::Debug for ClientConfig {
-    // Never print the API key.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("base_url", &self.base_url)
-            .field("client_id", &self.client_id)
-            .field("api_key", &"<redacted>")
-            .field("timeout", &self.timeout)
-            .field("read_retry", &self.read_retry)
-            .finish()
+impl ClientConfig {
+    /// The client's settings from the configuration (`[dots]`, and `[worker]` for how reads
+    /// are retried): how every command, the demo, the bench and the tests wire a client.
+    pub fn from_settings(dots: &DotsSettings, worker: &WorkerSettings) -> ClientConfig {
+        ClientConfig {
+            base_url: dots.base_url.clone(),
+            client_id: dots.client_id.clone(),
+            api_key: dots.api_key.clone(),
+            timeout: Duration::from_secs(dots.timeout_secs),
+            connect_timeout: Duration::from_secs(dots.connect_timeout_secs),
+            rate_limit_rps: dots.rate_limit_rps,
+            read_retry: ReadRetry::from(worker),
+        }
     }
 }
 
@@ -282,7 +286,7 @@ impl DotsClient {
         let mut rb = self
             .http
             .request(method, &url)
-            .basic_auth(&self.config.client_id, Some(&self.config.api_key));
+            .basic_auth(&self.config.client_id, Some(self.config.api_key.expose()));
         if !query.is_empty() {
             rb = rb.query(query);
         }

@@ -11,59 +11,17 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::config::Limits;
-use crate::money::Cents;
 
-pub mod grouped;
 mod reader;
 mod scan;
 mod text;
 
+pub use crate::batch::grouped;
+pub use crate::batch::{Contact, Row, RowError, clip};
 pub use reader::{COLUMNS, RowReader};
 pub use scan::MAX_RECORD_BYTES;
-pub use text::clip;
-
-/// How we reach a payee who has no Dots user yet (sent to Dots when onboarding).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contact {
-    pub first_name: String,
-    pub last_name: String,
-    pub email: String,
-    pub country_code: String,
-    pub phone_number: String,
-}
-
-/// One validated row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    /// Line in the file (the header is line 1).
-    pub line: u64,
-    pub payee_id: String,
-    pub amount: Cents,
-    pub dots_user_id: Option<Uuid>,
-    pub contact: Option<Contact>,
-    pub memo: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowError {
-    pub line: u64,
-    pub column: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for RowError {
-    /// `line 5, column amount: reason`, or `line 5: reason` for the record as a whole
-    /// (column `-`).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.column.as_str() {
-            "-" => write!(f, "line {}: {}", self.line, self.reason),
-            column => write!(f, "line {}, column {column}: {}", self.line, self.reason),
-        }
-    }
-}
 
 /// Why a file was rejected. Always permanent: fix the file and submit again.
 #[derive(Debug, thiserror::Error)]

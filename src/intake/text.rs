@@ -2,19 +2,7 @@
 //! the invisible bidirectional controls that make a terminal or a spreadsheet show text other
 //! than what it is), and values cut short for echoing in a message.
 
-use std::borrow::Cow;
-
-/// How much of a value a message echoes, in characters.
-pub const SHOWN_CHARS: usize = 80;
-
-/// `value` cut to [`SHOWN_CHARS`] characters, with an ellipsis when cut. Debug-format it
-/// (`{:?}`) to echo it: that also escapes what a terminal would act on.
-pub fn clip(value: &str) -> Cow<'_, str> {
-    match value.char_indices().nth(SHOWN_CHARS) {
-        None => Cow::Borrowed(value),
-        Some((end, _)) => Cow::Owned(format!("{}\u{2026}", &value[..end])),
-    }
-}
+pub use crate::batch::clip;
 
 /// Whether `bytes` may hold a refused character: a quick test on the whole record so that
 /// only a record that fails it is checked field by field. Every refused character is a C0
@@ -60,6 +48,7 @@ pub fn describe(c: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::SHOWN_CHARS;
 
     #[test]
     fn clip_keeps_short_values_and_cuts_long_ones_on_a_character_boundary() {

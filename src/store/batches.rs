@@ -7,7 +7,7 @@ use sqlx::Row as _;
 use super::bulk::{BulkError, BulkItems};
 use super::{Store, StoreError, now_ms, on_pool};
 use crate::batch::BatchId;
-use crate::intake::{Row, RowError};
+use crate::batch::{Row, RowError};
 use crate::item::ItemState;
 
 /// A batch about to be stored.
@@ -47,7 +47,7 @@ pub struct Tick {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateBatchError {
-    #[error("{} row(s) name a payee with no Dots user and no contact details; nothing was stored:\n{}", .0.len(), crate::intake::grouped::render_grouped(.0))]
+    #[error("{} row(s) name a payee with no Dots user and no contact details; nothing was stored:\n{}", .0.len(), crate::batch::grouped::render_grouped(.0))]
     UnknownPayees(Vec<RowError>),
     #[error("schedule {} tick {} already made its batch", .0.schedule, .0.at)]
     TickTaken(Tick),
@@ -178,7 +178,7 @@ impl Store {
                     let errs = unknown.iter().map(|r| RowError {
                         line: r.get::<i64, _>(0) as u64,
                         column: "dots_user_id".into(),
-                        reason: format!("payee {:?} has no known Dots user: give dots_user_id or first_name, last_name, email, country_code and phone_number", crate::intake::clip(&r.get::<String, _>(1))),
+                        reason: format!("payee {:?} has no known Dots user: give dots_user_id or first_name, last_name, email, country_code and phone_number", crate::batch::clip(&r.get::<String, _>(1))),
                     }).collect();
                     return Ok(Err(CreateBatchError::UnknownPayees(errs)));
                 }

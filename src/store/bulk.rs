@@ -9,8 +9,8 @@
 use sqlx::{PgConnection, SqliteConnection};
 
 use super::StoreError;
+use crate::batch::Row;
 use crate::batch::{BatchId, ItemId};
-use crate::intake::Row;
 
 /// What was written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

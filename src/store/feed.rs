@@ -11,11 +11,45 @@
 //!   was never claimed (`next_attempt_at = 0`, only ever `pending`) and lies past its batch's
 //!   cursor `fed_line`, which the feed walks along the primary key (ids sort by line).
 
+use std::future::Future;
+
 use super::{Pool, Store, StoreError, on_pool};
 use crate::batch::{BatchId, ItemId};
 
 /// `batches.fed_line` of a batch whose every line has been claimed once.
 const FED_ALL: i64 = i64::MAX;
+
+/// A transaction that reads, then writes. On SQLite it starts `BEGIN IMMEDIATE`, holding the
+/// write lock from the start: a deferred transaction that has read cannot wait for the lock
+/// (the busy timeout does not apply to a read -> write upgrade), so a commit by another
+/// connection between its read and its write fails it at once with "database is locked".
+/// PostgreSQL's row locks need nothing special.
+pub(super) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_;
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send + '_
+    {
+        self.begin()
+    }
+}
 
 impl Store {
     /// Claims up to `limit` items for the queue until `now + ttl_ms`: items due again first
@@ -101,7 +135,7 @@ impl Store {
         let lo = ItemId::for_line(batch, fed_line.max(0) as u64).to_string();
         let hi = ItemId::for_line(batch, u64::MAX).to_string();
         let claimed: Option<Vec<String>> = on_pool!(&self.pool, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // The primary key walks the batch in line order.
             let range: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM items WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3")

@@ -21,17 +21,16 @@ mod items;
 mod migrate_lock;
 mod queue_tables;
 mod record;
-mod redact;
 pub mod source;
 mod transitions;
 mod writes;
 
+pub use crate::secret::redact_url;
 pub use batches::*;
 pub use items::*;
 pub use queue_tables::ITEM_QUEUE;
 pub(crate) use queue_tables::on_apalis;
 pub use record::ItemRecord;
-pub use redact::redact_url;
 pub use writes::*;
 
 use std::str::FromStr;
@@ -69,13 +68,13 @@ impl StoreError {
         match e {
             StoreError::Db(e) => StoreError::Connect {
                 url: redact_url(url),
-                reason: redact::scrub(&e.to_string(), url),
+                reason: crate::secret::scrub(&e.to_string(), url),
             },
             StoreError::Migrate(e) => StoreError::Connect {
                 url: redact_url(url),
-                reason: redact::scrub(&format!("migration failed: {e}"), url),
+                reason: crate::secret::scrub(&format!("migration failed: {e}"), url),
             },
-            StoreError::Corrupt(m) => StoreError::Corrupt(redact::scrub(&m, url)),
+            StoreError::Corrupt(m) => StoreError::Corrupt(crate::secret::scrub(&m, url)),
             other => other,
         }
     }

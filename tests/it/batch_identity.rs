@@ -25,7 +25,7 @@ fn payrun(app: &TestApp, args: &[&str]) -> tokio::process::Command {
         .env("PAYRUN_DATABASE_URL", &app.db_url)
         .env("DOTS_BASE_URL", &app.settings.dots.base_url)
         .env("DOTS_CLIENT_ID", &app.settings.dots.client_id)
-        .env("DOTS_API_KEY", &app.settings.dots.api_key)
+        .env("DOTS_API_KEY", app.settings.dots.api_key.expose())
         .env("RUST_LOG", "payrun=warn")
         .kill_on_drop(true);
     c
@@ -171,7 +171,7 @@ async fn a_submit_whose_batch_committed_reports_it_when_the_first_queue_window_f
         "the queue failure is logged: {stderr}"
     );
     assert!(
-        !stderr.contains(&app.settings.dots.api_key),
+        !stderr.contains(app.settings.dots.api_key.expose()),
         "no secret in the log"
     );
 }

@@ -14,6 +14,7 @@ on_both_backends!(
     a_claim_that_lapses_is_claimed_again,
     a_retry_is_handed_over_when_due_and_not_before,
     a_worker_pays_a_batch_larger_than_its_queue_window,
+    feeders_of_two_processes_on_one_database_claim_every_item_once_without_a_locked_error,
 );
 
 const HOUR: i64 = 3_600_000;
@@ -158,4 +159,54 @@ async fn a_worker_pays_a_batch_larger_than_its_queue_window(b: Backend) {
         deepest <= 4,
         "the queue held {deepest} jobs, more than its window"
     );
+}
+
+/// Two worker processes feed from one database at once (here: two stores, two pools, on one
+/// SQLite file or PostgreSQL database). On SQLite a transaction that reads and then writes
+/// must hold the write lock from its start: a deferred one whose read snapshot another
+/// connection's commit made stale fails at once with "database is locked" (the busy timeout
+/// does not apply to a read -> write upgrade).
+async fn feeders_of_two_processes_on_one_database_claim_every_item_once_without_a_locked_error(
+    b: Backend,
+) {
+    const ITEMS: usize = 300;
+    let app = spawn_app(b, quiet_sim()).await;
+    let mut csv = String::from(HEADER);
+    for i in 0..ITEMS {
+        csv.push_str(&new_payee_row(
+            &format!("p-{i:04}"),
+            "1.00",
+            &format!("555{i:04}"),
+        ));
+    }
+    let opts = payrun::app::SubmitOptions {
+        no_enqueue: true,
+        ..Default::default()
+    };
+    app.submit_with(&csv, &opts).await.unwrap();
+    let other = payrun::store::Store::connect(&app.db_url).await.unwrap();
+    let now = now_ms();
+    let feeders = [&app.store, &other, &app.store, &other].map(|store| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                // One item a call: one claim transaction (read the range, then write) each.
+                match store.claim_for_queue(now, HOUR, 1).await {
+                    Ok(ids) if ids.is_empty() => return Ok(got),
+                    Ok(ids) => got.extend(ids),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+    });
+    let mut all: Vec<ItemId> = Vec::new();
+    for f in feeders {
+        all.extend(f.await.unwrap().expect("a feeder's claim fails"));
+    }
+    let mut unique = all.clone();
+    unique.sort_by_key(|i| i.to_string());
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "no item is claimed twice");
+    assert_eq!(all.len(), ITEMS, "every item is claimed");
 }

@@ -34,7 +34,7 @@ async fn a_run_stopped_by_sigterm_finishes_its_calls_and_leaves_nothing_open(b: 
         .env("PAYRUN_DATABASE_URL", &app.db_url)
         .env("DOTS_BASE_URL", &app.sim.base_url)
         .env("DOTS_CLIENT_ID", &sim.client_id)
-        .env("DOTS_API_KEY", &sim.api_key)
+        .env("DOTS_API_KEY", sim.api_key.expose())
         .env("PAYRUN_CONCURRENCY", "4")
         .env("RUST_LOG", "payrun=warn")
         .stdout(Stdio::null())

@@ -18,6 +18,33 @@ on_both_backends!(
 
 const PASSWORD: &str = "s3cretpw";
 
+/// Every secret payrun holds in settings (the Dots API key and webhook secret, the dashboard
+/// token, the simulator's keys) is a `secret::Secret`: `Debug` of whatever holds it shows `***`.
+#[test]
+fn no_settings_show_a_secret_they_hold_in_debug() {
+    let sim = payrun::dots::sim::SimConfig {
+        api_key: "sim-k3y-s3cret".into(),
+        webhook_secret: Some("whsec_s3cret-sim".into()),
+        ..Default::default()
+    };
+    let mut settings = payrun::config::Settings::builtin();
+    settings.dots.api_key = "api-k3y-s3cret".into();
+    settings.dots.webhook_secret = Some("whsec_s3cret-hook".into());
+    let token = payrun::app::dashboard::DashboardToken::new("t0ken-s3cret-0123456789abcdef0123")
+        .expect("a long enough token");
+    let shown = format!("{sim:?}\n{settings:?}\n{token:?}");
+    for secret in [
+        "sim-k3y-s3cret",
+        "whsec_s3cret-sim",
+        "api-k3y-s3cret",
+        "whsec_s3cret-hook",
+        "t0ken-s3cret",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown in:\n{shown}");
+    }
+    assert!(shown.contains("***"), "{shown}");
+}
+
 /// The real binary, in `dir`, with `env`; killed if it runs longer than `limit`.
 async fn payrun(
     dir: &std::path::Path,

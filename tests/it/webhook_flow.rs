@@ -22,7 +22,7 @@ async fn a_flow_updated_webhook_completes_the_item_without_a_poll(b: Backend) {
         SimConfig {
             complete_after_secs: 0.0,
             webhook_url: Some(hook),
-            webhook_secret: Some(secret.to_string()),
+            webhook_secret: Some(secret.into()),
             payee_tick_ms: 20,
             ..SimConfig::default()
         },

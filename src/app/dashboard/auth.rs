@@ -9,20 +9,19 @@
 //! - Every comparison (token, session, CSRF) MACs the presented value under a random
 //!   per-process key and checks it with `verify_slice`: constant time whatever the lengths.
 
-use std::fmt;
-use std::sync::Arc;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// The shortest `PAYRUN_DASHBOARD_TOKEN` accepted (characters).
 pub const MIN_TOKEN_CHARS: usize = 32;
 
-/// A dashboard token long enough to be one. `Debug` never shows it.
-#[derive(Clone)]
-pub struct DashboardToken(Arc<str>);
+/// A dashboard token long enough to be one. `Debug` never shows it (a [`Secret`]).
+#[derive(Debug, Clone)]
+pub struct DashboardToken(Secret);
 
 /// Why a token was refused (never includes the token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,17 +37,11 @@ impl DashboardToken {
         if token.chars().count() < MIN_TOKEN_CHARS {
             return Err(TokenError::TooShort);
         }
-        Ok(DashboardToken(Arc::from(token)))
+        Ok(DashboardToken(Secret::new(token)))
     }
 
     pub(super) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for DashboardToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DashboardToken(<redacted>)")
+        self.0.expose()
     }
 }
 

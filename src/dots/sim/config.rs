@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 /// Default redelivery schedule (ms before each attempt): Svix' "immediately, 5 s, 5 min, …"
 /// compressed for tests.
 pub const DEFAULT_RETRY_DELAYS_MS: [u64; 5] = [0, 50, 200, 1000, 5000];
@@ -29,7 +31,7 @@ pub struct SimConfig {
     /// Accepted Basic-auth user.
     pub client_id: String,
     /// Accepted Basic-auth password.
-    pub api_key: String,
+    pub api_key: Secret,
     /// Simulated payees finish a flow this long after it is created (sim clock).
     pub complete_after_secs: f64,
     /// Share of payees who never finish, by a stable sha256 hash of seed + payee key.
@@ -56,7 +58,7 @@ pub struct SimConfig {
     /// Where webhooks are POSTed; `None` sends none and starts no background task.
     pub webhook_url: Option<String>,
     /// `whsec_<base64>` signing secret; `None` means [`DEFAULT_WEBHOOK_SECRET`].
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Delay before each delivery attempt, ms (real time); its length is the attempt count.
     pub webhook_retry_delays_ms: Vec<u64>,
     /// An attempt not answered within this long fails (Svix allows 15 s).
@@ -82,7 +84,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             client_id: "sim-client".to_string(),
-            api_key: "sim-key".to_string(),
+            api_key: Secret::new("sim-key"),
             complete_after_secs: 5.0,
             never_complete: 0.0,
             never_complete_payees: Vec::new(),

@@ -85,7 +85,7 @@ fn authorized(sim: &Sim, req: &Request) -> bool {
         return false;
     };
     let cfg = sim.config();
-    decoded == format!("{}:{}", cfg.client_id, cfg.api_key).as_bytes()
+    decoded == format!("{}:{}", cfg.client_id, cfg.api_key.expose()).as_bytes()
 }
 
 fn throttled(sim: &Sim) -> Response {

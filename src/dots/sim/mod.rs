@@ -63,10 +63,13 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
-        let webhooks = config
-            .webhook_url
-            .clone()
-            .map(|url| webhooks::Outbox::new(url, config.webhook_secret.as_deref(), config.seed));
+        let webhooks = config.webhook_url.clone().map(|url| {
+            webhooks::Outbox::new(
+                url,
+                config.webhook_secret.as_ref().map(|s| s.expose()),
+                config.seed,
+            )
+        });
         let notifier = webhooks.as_ref().map(webhooks::Outbox::notifier);
         Sim {
             inner: Arc::new(Inner {

@@ -38,7 +38,7 @@ impl Api {
         let cfg = self.sim().config();
         self.http
             .request(method, self.url(path))
-            .basic_auth(&cfg.client_id, Some(&cfg.api_key))
+            .basic_auth(&cfg.client_id, Some(cfg.api_key.expose()))
     }
 
     /// Send with auth; return the status, the `Retry-After` header and the JSON body.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use payrun::app::{SubmitError, SubmitOptions, Submitted, submit_file};
 use payrun::batch::BatchId;
 use payrun::config::Settings;
-use payrun::dots::client::DotsClient;
+use payrun::dots::client::{ClientConfig, DotsClient};
 use payrun::dots::sim::{Ledger, LedgerTransfer, Sim, SimConfig, SimHandle};
 use payrun::dots::types::CreateUser;
 use payrun::item::ItemState;
@@ -109,7 +109,11 @@ pub async fn spawn_app(backend: Backend, sim_config: SimConfig) -> TestApp {
         .await
         .expect("simulator binds");
     let settings = test_settings(&sim.base_url, &sim_config);
-    let dots = DotsClient::new(settings.client_config()).expect("client");
+    let dots = DotsClient::new(ClientConfig::from_settings(
+        &settings.dots,
+        &settings.worker,
+    ))
+    .expect("client");
     let engine = Engine::new(
         store.clone(),
         dots,

@@ -112,7 +112,7 @@ pub fn signed(prefix: &str, id: &str, ts: i64, body: &str) -> Headers {
 pub async fn sim_to(url: &str, tweak: impl FnOnce(&mut SimConfig)) -> Api {
     let mut cfg = SimConfig {
         webhook_url: Some(url.to_string()),
-        webhook_secret: Some(SECRET.to_string()),
+        webhook_secret: Some(SECRET.into()),
         webhook_retry_delays_ms: vec![0, 10, 10, 10],
         ..SimConfig::default()
     };

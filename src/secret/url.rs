@@ -1,4 +1,4 @@
-//! Database URLs made safe to print. A URL holds the database password
+//! Database URLs made safe to print (re-exported by `store`). A URL holds the database password
 //! (`postgres://user:PASSWORD@host/db`, or `?password=` in the query), and the URL an operator
 //! typed may not even parse (a bad port, an unencoded `@` or `#` in the password), so the
 //! redaction works on the text itself, never on a successful parse.
