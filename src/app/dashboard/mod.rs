@@ -1,4 +1,5 @@
-//! The operators' dashboard: server-rendered HTML pages (`html`) and the JSON API behind them
+//! The operators' dashboard: server-rendered HTML pages (`html` handlers, `pages` maud
+//! templates) and the JSON API behind them
 //! (`api`), mounted by `payrun serve` when `PAYRUN_DASHBOARD_TOKEN` is set.
 //!
 //! It owns no logic of its own: every button and API action calls the same `app::ops`
@@ -17,14 +18,16 @@
 //! - **CSRF**: a POST authenticated by the cookie alone must also carry the CSRF value, an
 //!   HMAC of the token (a hidden `csrf` form field, or the `X-CSRF-Token` header for the API);
 //!   a bearer header needs nothing more, since a browser never adds one by itself.
-//! - **Escaping**: everything user-supplied (payee ids, errors, flash messages) is HTML-escaped,
-//!   with control and bidi characters shown as `\u{..}` (`text::printable`);
+//! - **Escaping**: everything user-supplied (payee ids, errors, flash messages) is HTML-escaped
+//!   by the maud templates, with control and bidi characters shown as `\u{..}`
+//!   (`text::printable`, through `pages::Shown`);
 //!   pages send a CSP that allows no script at all.
 
 mod actions;
 mod api;
 mod auth;
 mod html;
+mod pages;
 
 pub use auth::{DashboardToken, MIN_TOKEN_CHARS, TokenError};
 

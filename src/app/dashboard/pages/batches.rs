@@ -1,0 +1,46 @@
+//! `/`: every batch, newest first, with its status, progress, items by state and total.
+
+use maud::{Markup, html};
+
+use super::Shown;
+use super::parts::{progress, state_badges, status_cell, when};
+use crate::app::BatchStatus;
+use crate::money::format_cents;
+
+/// The batch list (`csrf` goes in the Approve forms).
+pub(in crate::app::dashboard) fn batches(csrf: &str, batches: &[BatchStatus]) -> Markup {
+    html! {
+        h1 { "Batches" }
+        @if batches.is_empty() {
+            p class="muted" { "No batches yet: " code { "payrun submit FILE.csv" } "." }
+        } @else {
+            table {
+                thead {
+                    tr {
+                        th { "Batch" } th { "Created" } th { "Source" } th { "Status" }
+                        th { "Progress" } th { "Items by state" }
+                        th class="num" { "Items" } th class="num" { "Total" }
+                    }
+                }
+                tbody {
+                    @for b in batches {
+                        tr data-batch=(Shown(&b.batch_id)) {
+                            td {
+                                a href={ "/batches/" (Shown(&b.batch_id)) } {
+                                    code { (Shown(&b.batch_id)) }
+                                }
+                            }
+                            td { (when(b.created_at)) }
+                            td { (Shown(&b.source)) }
+                            td { (status_cell(csrf, b, "")) }
+                            td { (progress(b)) }
+                            td { (state_badges(b)) }
+                            td class="num" { (b.items) }
+                            td class="num" { "$" (format_cents(b.total_cents)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
