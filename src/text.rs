@@ -15,20 +15,19 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// Bidirectional formatting controls: embeddings and overrides (U+202A–U+202E), isolates
-/// (U+2066–U+2069), the marks U+200E, U+200F and U+061C; plus the line and paragraph
-/// separators U+2028/U+2029, which break lines where no newline shows.
-pub fn is_bidi_control(c: char) -> bool {
+/// Bidirectional formatting characters: embeddings and overrides (U+202A–U+202E), isolates
+/// (U+2066–U+2069), the marks U+200E, U+200F and U+061C. Intake refuses them in every field.
+pub fn is_bidi_formatting(c: char) -> bool {
     matches!(
         c,
-        '\u{202a}'..='\u{202e}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{200e}'
-            | '\u{200f}'
-            | '\u{061c}'
-            | '\u{2028}'
-            | '\u{2029}'
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
     )
+}
+
+/// The bidi formatting characters, plus the line and paragraph separators U+2028/U+2029,
+/// which break lines where no newline shows: what output never shows as itself.
+pub fn is_bidi_control(c: char) -> bool {
+    is_bidi_formatting(c) || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Whether `c` must not reach a terminal or a page as itself.

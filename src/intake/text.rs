@@ -24,14 +24,12 @@ pub fn refused(value: &str, multi_line: bool) -> Option<(usize, char)> {
         .map(|(i, c)| (i + 1, c))
 }
 
+/// Control characters (Unicode's Cc: C0, DEL, C1) and the bidi formatting characters that
+/// output escapes too (`text::is_bidi_formatting`, one list for both).
 fn is_refused(c: char, multi_line: bool) -> bool {
     match c {
         '\t' | '\n' | '\r' => !multi_line,
-        '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
-        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-            true
-        }
-        _ => false,
+        _ => c.is_control() || crate::text::is_bidi_formatting(c),
     }
 }
 
