@@ -190,6 +190,8 @@ mod tests {
 }
 
 pub mod grouped;
+pub mod hold;
 mod row;
 
+pub use hold::{Hold, HoldReason};
 pub use row::{Contact, Row, RowError, SHOWN_CHARS, clip};

@@ -1,6 +1,10 @@
 //! `/healthz` and `/metrics` for a process, on its own small axum router (merged into
 //! `payrun serve`'s router, or served beside a worker with `--health-listen`).
 //!
+//! `/healthz` answers 200 `ok` while the process' [`Health`] has no problem, else 503 with a JSON
+//! body `{"status": "unhealthy", "problems": [{"source", "reason", "since_ms"}]}` (an open
+//! circuit, a dead or stalled worker component).
+//!
 //! `/metrics` is the OpenMetrics text of the process counters (`crate::metrics`) followed by
 //! the gauges read from the store at scrape time: `payrun_items{state}` (items by state, every
 //! state listed) and `payrun_queue_depth` (item jobs waiting or running in the queue).
@@ -13,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::health::Health;
 use crate::item::ItemState;
 use crate::store::{Store, StoreError};
 
@@ -70,9 +75,17 @@ async fn metrics(store: Store) -> Response {
     }
 }
 
-/// `/healthz` and `/metrics` for a process.
-pub fn router(store: Store) -> axum::Router {
+async fn healthz(health: Health) -> Response {
+    if health.is_healthy() {
+        return "ok".into_response();
+    }
+    let body = serde_json::json!({"status": "unhealthy", "problems": health.problems()});
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+/// `/healthz` (from `health`) and `/metrics` for a process.
+pub fn router(store: Store, health: Health) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(move || healthz(health.clone())))
         .route("/metrics", get(move || metrics(store.clone())))
 }

@@ -83,7 +83,7 @@ pub fn router(
     webhook_secret: Option<&str>,
     dashboard: Option<super::dashboard::DashboardOptions>,
 ) -> anyhow::Result<axum::Router> {
-    let mut app = super::metrics_endpoint::router(engine.store.clone());
+    let mut app = super::metrics_endpoint::router(engine.store.clone(), engine.health.clone());
     match webhook_secret {
         Some(secret) => {
             let verifier =
@@ -122,10 +122,16 @@ pub async fn serve(
 }
 
 /// Health and metrics beside a worker, when `PAYRUN_HEALTH_LISTEN` / `--health-listen` is set.
-pub fn spawn_health(listen: String, store: crate::store::Store) {
+pub fn spawn_health(listen: String, store: crate::store::Store, health: crate::health::Health) {
     tokio::spawn(async move {
         let never = futures::future::pending::<()>();
-        if let Err(e) = serve(&listen, super::metrics_endpoint::router(store), never).await {
+        if let Err(e) = serve(
+            &listen,
+            super::metrics_endpoint::router(store, health),
+            never,
+        )
+        .await
+        {
             warn!(%listen, error = %e, "health endpoint failed");
         }
     });

@@ -144,13 +144,13 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             if let Some(c) = concurrency {
                 settings.worker.concurrency = *c;
             }
-            if let Some(addr) = health_listen {
-                app::serve::spawn_health(addr.clone(), store.clone());
-            }
             let engine = Ctx {
                 settings: settings.clone(),
             }
             .engine(&store)?;
+            if let Some(addr) = health_listen {
+                app::serve::spawn_health(addr.clone(), store.clone(), engine.health.clone());
+            }
             let schedules = app::schedule::load_dir(&settings.schedules.dir)?;
             app::work_until_with(engine, schedules, &settings, shutdown_signal()).await?;
             Ok(exit::OK)

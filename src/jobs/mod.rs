@@ -141,6 +141,8 @@ pub struct Engine {
     clock_offset_ms: Arc<AtomicI64>,
     /// Batches seen approved by this process (see [`Engine::batch_approved`]).
     approved_batches: Arc<Mutex<HashSet<BatchId>>>,
+    /// What keeps this process from working (`/healthz`): open circuits, dead components.
+    pub health: crate::health::Health,
 }
 
 impl Engine {
@@ -152,6 +154,7 @@ impl Engine {
             owner: owner.into(),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             approved_batches: Arc::default(),
+            health: crate::health::Health::new(),
         }
     }
 

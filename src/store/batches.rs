@@ -72,11 +72,11 @@ pub struct StoredBatch {
     pub needing_known_payee: i64,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A batch as stored, parsed: its status, and whether an operator paused it or a shared
+/// condition holds it (`batch::Hold`).
+#[derive(Debug, Clone)]
 pub struct BatchRecord {
     pub id: String,
-    /// Parsed on read: a status outside [`crate::batch::BatchState::ALL`] is a decode error.
-    #[sqlx(try_from = "String")]
     pub status: crate::batch::BatchState,
     pub schedule: Option<String>,
     pub source: String,
@@ -84,6 +84,68 @@ pub struct BatchRecord {
     pub item_count: i64,
     pub total_cents: i64,
     pub created_at: i64,
+    /// When an operator paused it (`payrun pause`); `None`: not paused.
+    pub paused_at: Option<i64>,
+    pub hold: Option<crate::batch::Hold>,
+}
+
+/// The columns every read of a batch selects, in [`BatchRow`]'s order (a macro, so queries are
+/// `concat!`ed static strings).
+macro_rules! batch_columns {
+    () => {
+        "id, status, schedule, source, content_hash, item_count, total_cents, created_at, \
+         paused_at, hold_reason, hold_detail, hold_since, funds_needed_cents, hold_from_line"
+    };
+}
+
+/// A `batches` row as the driver reads it; parsed into a [`BatchRecord`] at once.
+#[derive(sqlx::FromRow)]
+pub(super) struct BatchRow {
+    id: String,
+    status: String,
+    schedule: Option<String>,
+    source: String,
+    content_hash: String,
+    item_count: i64,
+    total_cents: i64,
+    created_at: i64,
+    paused_at: Option<i64>,
+    hold_reason: Option<String>,
+    hold_detail: Option<String>,
+    hold_since: Option<i64>,
+    funds_needed_cents: Option<i64>,
+    hold_from_line: Option<i64>,
+}
+
+impl TryFrom<BatchRow> for BatchRecord {
+    type Error = StoreError;
+    fn try_from(r: BatchRow) -> Result<BatchRecord, StoreError> {
+        let corrupt =
+            |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("batch {}: {e}", r.id));
+        let status = r.status.parse().map_err(|e| corrupt(&e))?;
+        let hold = match r.hold_reason.as_deref() {
+            None => None,
+            Some(reason) => Some(crate::batch::Hold {
+                reason: reason.parse().map_err(|e| corrupt(&e))?,
+                detail: r.hold_detail.clone().unwrap_or_default(),
+                since: r.hold_since.unwrap_or(r.created_at),
+                funds_needed_cents: r.funds_needed_cents,
+                from_line: r.hold_from_line,
+            }),
+        };
+        Ok(BatchRecord {
+            id: r.id,
+            status,
+            schedule: r.schedule,
+            source: r.source,
+            content_hash: r.content_hash,
+            item_count: r.item_count,
+            total_cents: r.total_cents,
+            created_at: r.created_at,
+            paused_at: r.paused_at,
+            hold,
+        })
+    }
 }
 
 /// Items of one batch in one state.
@@ -274,16 +336,21 @@ impl Store {
     }
 
     pub async fn batch(&self, id: BatchId) -> Result<Option<BatchRecord>, StoreError> {
-        Ok(on_pool!(&self.pool, p => sqlx::query_as::<_, BatchRecord>(
-            "SELECT id, status, schedule, source, content_hash, item_count, total_cents, created_at FROM batches WHERE id = $1")
-            .bind(id.to_string()).fetch_optional(p).await?))
+        const SQL: &str = concat!("SELECT ", batch_columns!(), " FROM batches WHERE id = $1");
+        let row: Option<BatchRow> = on_pool!(&self.pool, p => sqlx::query_as(SQL)
+            .bind(id.to_string()).fetch_optional(p).await?);
+        row.map(BatchRecord::try_from).transpose()
     }
 
     pub async fn list_batches(&self, limit: i64) -> Result<Vec<BatchRecord>, StoreError> {
-        Ok(on_pool!(&self.pool, p => sqlx::query_as::<_, BatchRecord>(
-            "SELECT id, status, schedule, source, content_hash, item_count, total_cents, created_at FROM batches
-             ORDER BY created_at DESC LIMIT $1")
-            .bind(limit).fetch_all(p).await?))
+        const SQL: &str = concat!(
+            "SELECT ",
+            batch_columns!(),
+            " FROM batches ORDER BY created_at DESC LIMIT $1"
+        );
+        let rows: Vec<BatchRow> = on_pool!(&self.pool, p => sqlx::query_as(SQL)
+            .bind(limit).fetch_all(p).await?);
+        rows.into_iter().map(BatchRecord::try_from).collect()
     }
 
     /// Items per state (with their cents) for one batch.

@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 /// Top-level modules from the bottom up: a module may use only modules listed before it.
 const LAYERS: &[&str] = &[
     // Leaves: import nothing of payrun.
-    "money", "text", "secret", "config", "metrics", // the domain: no I/O
+    "money", "text", "secret", "config", "metrics", "health", // the domain: no I/O
     "batch", "item", // edges that do I/O, each knowing only what is below it
     "webhook", "intake", "store", "dots", // the item jobs, the poller, the feeder
     "jobs", // operator commands, servers, the CLI
     "app", "bench", "cli",
 ];
 
-const LEAVES: &[&str] = &["money", "text", "secret", "config", "metrics"];
+const LEAVES: &[&str] = &["money", "text", "secret", "config", "metrics", "health"];
 /// What `store` may use: the domain, and `secret` to redact its own connection errors.
 const STORE_USES: &[&str] = &["money", "batch", "item", "secret"];
 /// Leaves use only leaves: `config` holds its secrets as `secret::Secret`.
