@@ -23,6 +23,8 @@
 //! these by `dots::client::ClientConfig::from_settings`.
 
 mod env;
+#[cfg(test)]
+mod env_tests;
 mod error;
 mod layers;
 #[cfg(test)]

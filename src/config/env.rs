@@ -197,7 +197,6 @@ impl Environment {
                     list.push((format!("{section}.{key}"), var, layer));
                 }
                 Target::UnknownKey { section, key } => tracing::warn!(
-                    variable = %var,
                     "{var} is not a payrun setting ([{section}] has no key {key:?}); ignored"
                 ),
                 Target::NotConfig => {}
