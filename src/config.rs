@@ -1,14 +1,34 @@
-//! Layered configuration: built-in defaults (`config/default.toml`, compiled in so a fresh
-//! machine needs no files), then `config/default.toml` and `config/$PAYRUN_ENV.toml` from the
-//! working directory, then an explicit `--config` file, then environment variables.
+//! Layered configuration, later layers winning: built-in defaults (`config/default.toml`,
+//! compiled in so a fresh machine needs no files), then `config/default.toml` and
+//! `config/$PAYRUN_ENV.toml` from the config directory, then an explicit `--config` file, then
+//! environment variables. The layers are merged and extracted by `figment` (Rocket's config
+//! library): it keeps the key path of every error, so an error names the key and the file or
+//! variable it came from (`error`). Files are read with figment's TOML provider; the
+//! environment is one small provider per variable (`env`), because figment's own `Env` reads
+//! only the process environment (tests feed theirs) and cannot name the variable behind a bad
+//! value or take the old names as aliases.
+//!
+//! Every key of every section can be set as `PAYRUN_<SECTION>_<KEY>` (split at the first `_`
+//! after `PAYRUN_`; a key added to a struct here needs no code for it); the old names stay as
+//! aliases, the canonical name winning when both are set. Every struct denies unknown keys: a
+//! file with a key payrun does not know is an error naming the key and the file.
 //!
 //! Secrets are never read from files: `DOTS_API_KEY` and `DOTS_WEBHOOK_SECRET` come only from
-//! the environment, and are held as [`Secret`]s, so `Debug` of [`Settings`] shows `***`. The
-//! database URL stays a `String` (the operator's text, handed to the driver as is); its
-//! `Debug` masks the password (`secret::redact_url`).
+//! the environment (under those names, never a `PAYRUN_*` one), and are held as [`Secret`]s,
+//! so `Debug` of [`Settings`] shows `***`. The database URL stays a `String` (the operator's
+//! text, handed to the driver as is); its `Debug` and every error about it mask the password
+//! (`secret::redact_url`).
 //!
 //! A leaf: it imports only `secret` (itself a leaf); the Dots client's settings are built from
 //! these by `dots::client::ClientConfig::from_settings`.
+
+mod env;
+#[cfg(test)]
+mod env_tests;
+mod error;
+mod layers;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::path::Path;
@@ -17,25 +37,13 @@ use serde::Deserialize;
 
 use crate::secret::{Secret, redact_url};
 
+pub use env::{ALIASES, NOT_CONFIG};
+pub use error::ConfigError;
+
 const BUILTIN: &str = include_str!("../config/default.toml");
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config in {path}: {source}")]
-    Parse {
-        path: String,
-        source: toml::de::Error,
-    },
-    #[error("invalid value for {var}: {reason}")]
-    Env { var: String, reason: String },
-}
-
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// May hold the database password: `Debug` shows it masked (`secret::redact_url`).
     pub url: String,
@@ -50,6 +58,7 @@ impl fmt::Debug for DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DotsSettings {
     pub base_url: String,
     pub client_id: String,
@@ -65,6 +74,7 @@ pub struct DotsSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub poll_cron: String,
@@ -84,6 +94,7 @@ pub struct WorkerSettings {
 
 /// Guard rails on what a batch may pay. Zero means "no limit".
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_item_cents: i64,
     pub max_batch_cents: i64,
@@ -92,6 +103,7 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
     /// Directory of `*.toml` schedule declarations.
     pub dir: String,
@@ -162,11 +174,13 @@ impl<'de> Deserialize<'de> for SecureCookie {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DashboardSettings {
     pub secure_cookie: SecureCookie,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub dots: DotsSettings,
@@ -179,204 +193,63 @@ pub struct Settings {
 impl Settings {
     /// The compiled-in defaults only (no files, no environment): for tests and the demo.
     pub fn builtin() -> Settings {
-        toml::from_str(BUILTIN).expect("built-in config/default.toml parses")
+        layers::extract(&[layers::Layer::builtin()]).expect("built-in config/default.toml is valid")
     }
 
-    /// Defaults, then files from `dir` (usually `config/`), then `extra`, then the environment.
+    /// The compiled-in defaults with the environment `vars` (name, value) over them, no files:
+    /// what a test uses to see an environment without touching the process's.
+    pub fn builtin_with_env(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        Settings::from_layers(None, None, vars)
+    }
+
+    /// Defaults, then files from `dir` (usually `config/`), then `extra`, then the process
+    /// environment.
     pub fn load(dir: &Path, extra: Option<&Path>) -> Result<Settings, ConfigError> {
-        let mut merged: toml::Table = toml::from_str(BUILTIN).expect("built-in config parses");
-        let env_name = std::env::var("PAYRUN_ENV").ok();
-        let mut files = vec![dir.join("default.toml")];
-        if let Some(e) = &env_name {
-            files.push(dir.join(format!("{e}.toml")));
-        }
-        for f in files
-            .iter()
-            .filter(|f| f.exists())
-            .map(|f| f.as_path())
-            .chain(extra)
-        {
-            let text = std::fs::read_to_string(f).map_err(|source| ConfigError::Read {
-                path: f.display().to_string(),
-                source,
-            })?;
-            let table: toml::Table =
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: f.display().to_string(),
-                    source,
-                })?;
-            merge(&mut merged, table);
-        }
-        let mut s: Settings =
-            toml::Value::Table(merged)
-                .try_into()
-                .map_err(|source| ConfigError::Parse {
-                    path: "merged configuration".into(),
-                    source,
-                })?;
-        s.apply_env(|k| std::env::var(k).ok())?;
-        Ok(s)
+        // A name or value that is not UTF-8 is nothing payrun reads (as `std::env::var`).
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Settings::load_with_env(dir, extra, vars)
     }
 
-    /// Environment overrides, read through `get` so tests need not touch the process env.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(v) = get("PAYRUN_DATABASE_URL") {
-            self.database.url = v;
-        }
-        if let Some(v) = get("DOTS_BASE_URL") {
-            self.dots.base_url = v;
-        }
-        if let Some(v) = get("DOTS_CLIENT_ID") {
-            self.dots.client_id = v;
-        }
-        if let Some(v) = get("DOTS_API_KEY") {
-            self.dots.api_key = Secret::new(v);
-        }
-        self.dots.webhook_secret = get("DOTS_WEBHOOK_SECRET")
-            .map(Secret::new)
-            .or(self.dots.webhook_secret.take());
-        let num = |var: &str, v: String| -> Result<u64, ConfigError> {
-            v.parse().map_err(|e| ConfigError::Env {
-                var: var.into(),
-                reason: format!("{e}"),
-            })
-        };
-        if let Some(v) = get("PAYRUN_DOTS_TIMEOUT_SECS") {
-            self.dots.timeout_secs = num("PAYRUN_DOTS_TIMEOUT_SECS", v)?;
-        }
-        if let Some(v) = get("PAYRUN_DOTS_RATE_LIMIT") {
-            self.dots.rate_limit_rps = v.parse().map_err(|e| ConfigError::Env {
-                var: "PAYRUN_DOTS_RATE_LIMIT".into(),
-                reason: format!("{e}"),
-            })?;
-        }
-        if let Some(v) = get("PAYRUN_CONCURRENCY") {
-            self.worker.concurrency = num("PAYRUN_CONCURRENCY", v)? as usize;
-        }
-        if let Some(v) = get("PAYRUN_POLL_CRON") {
-            self.worker.poll_cron = v;
-        }
-        let cents = |var: &str, v: String| -> Result<i64, ConfigError> {
-            v.parse().map_err(|e| ConfigError::Env {
-                var: var.into(),
-                reason: format!("{e}"),
-            })
-        };
-        if let Some(v) = get("PAYRUN_MAX_ITEM_CENTS") {
-            self.limits.max_item_cents = cents("PAYRUN_MAX_ITEM_CENTS", v)?;
-        }
-        if let Some(v) = get("PAYRUN_MAX_BATCH_CENTS") {
-            self.limits.max_batch_cents = cents("PAYRUN_MAX_BATCH_CENTS", v)?;
-        }
-        if let Some(v) = get("PAYRUN_APPROVAL_THRESHOLD_CENTS") {
-            self.limits.approval_threshold_cents = cents("PAYRUN_APPROVAL_THRESHOLD_CENTS", v)?;
-        }
-        if let Some(v) = get("PAYRUN_SCHEDULES_DIR") {
-            self.schedules.dir = v;
-        }
-        if let Some(v) = get("PAYRUN_DASHBOARD_SECURE_COOKIE") {
-            self.dashboard.secure_cookie =
-                SecureCookie::parse(&v).ok_or_else(|| ConfigError::Env {
-                    var: "PAYRUN_DASHBOARD_SECURE_COOKIE".into(),
-                    reason: format!("{v:?} is not auto, true or false"),
-                })?;
-        }
-        Ok(())
+    /// [`Settings::load`] with the environment given as `vars` (name, value) instead of the
+    /// process's: `PAYRUN_ENV`, the secrets and every override are read from them only.
+    pub fn load_with_env(
+        dir: &Path,
+        extra: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        Settings::from_layers(Some(dir), extra, vars)
     }
-}
 
-fn merge(into: &mut toml::Table, from: toml::Table) {
-    for (k, v) in from {
-        match (into.get_mut(&k), v) {
-            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
-            (_, v) => {
-                into.insert(k, v);
+    fn from_layers(
+        dir: Option<&Path>,
+        extra: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let env = env::Environment::new(vars);
+        let mut layers = vec![layers::Layer::builtin()];
+        if let Some(dir) = dir {
+            let mut files = vec![dir.join("default.toml")];
+            if let Some(e) = env.get("PAYRUN_ENV") {
+                files.push(dir.join(format!("{e}.toml")));
+            }
+            for f in files.iter().filter(|f| f.exists()) {
+                layers.push(layers::Layer::file(f)?);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtin_defaults_use_embedded_sqlite() {
-        let s = Settings::builtin();
-        assert!(s.database.url.starts_with("sqlite://"));
-        assert_eq!(s.worker.onboarding_steps, vec!["compliance"]);
-    }
-
-    #[test]
-    fn secure_cookie_auto_means_secure_unless_listening_on_loopback() {
-        assert_eq!(
-            Settings::builtin().dashboard.secure_cookie,
-            SecureCookie::Auto
-        );
-        for lo in [
-            "127.0.0.1:8080",
-            "127.1.2.3:80",
-            "[::1]:8080",
-            "localhost:8080",
-            "::1",
-        ] {
-            assert!(!SecureCookie::Auto.resolve(lo), "{lo}");
-            assert!(SecureCookie::Always.resolve(lo), "{lo}");
+        if let Some(f) = extra {
+            layers.push(layers::Layer::file(f)?);
         }
-        for public in [
-            "0.0.0.0:8080",
-            "[::]:8080",
-            "10.0.0.5:8080",
-            "payrun.example:443",
-        ] {
-            assert!(SecureCookie::Auto.resolve(public), "{public}");
-            assert!(!SecureCookie::Never.resolve(public), "{public}");
+        layers.extend(env.layers());
+        let mut s = layers::extract(&layers)?;
+        if let Some(v) = env.get("DOTS_API_KEY") {
+            s.dots.api_key = Secret::new(v);
         }
-        let t: DashboardSettings = toml::from_str("secure_cookie = false").unwrap();
-        assert_eq!(t.secure_cookie, SecureCookie::Never);
-        let t: DashboardSettings = toml::from_str("secure_cookie = \"auto\"").unwrap();
-        assert_eq!(t.secure_cookie, SecureCookie::Auto);
-        assert!(toml::from_str::<DashboardSettings>("secure_cookie = \"maybe\"").is_err());
-        let mut s = Settings::builtin();
-        s.apply_env(|k| (k == "PAYRUN_DASHBOARD_SECURE_COOKIE").then(|| "true".into()))
-            .unwrap();
-        assert_eq!(s.dashboard.secure_cookie, SecureCookie::Always);
-    }
-
-    #[test]
-    fn the_database_password_stays_out_of_debug() {
-        let mut s = Settings::builtin();
-        for url in [
-            "postgres://u:s3cretpw@127.0.0.1:notaport/db",
-            "postgres://u:s3cretpw@[::1]:5432/db",
-            "postgres://u:pa@ss#word@host/db",
-        ] {
-            s.database.url = url.into();
-            let shown = format!("{s:?}");
-            assert!(
-                !shown.contains("s3cretpw") && !shown.contains("ss#word"),
-                "{shown}"
-            );
-            assert!(shown.contains("u:***@"), "{shown}");
+        if let Some(v) = env.get("DOTS_WEBHOOK_SECRET") {
+            s.dots.webhook_secret = Some(Secret::new(v));
         }
-    }
-
-    #[test]
-    fn environment_overrides_files_and_secrets_stay_out_of_debug() {
-        let mut s = Settings::builtin();
-        s.apply_env(|k| match k {
-            "PAYRUN_DATABASE_URL" => Some("postgres://u@h/db".into()),
-            "DOTS_API_KEY" => Some("topsecret".into()),
-            "PAYRUN_CONCURRENCY" => Some("3".into()),
-            _ => None,
-        })
-        .unwrap();
-        assert_eq!(s.database.url, "postgres://u@h/db");
-        assert_eq!(s.worker.concurrency, 3);
-        assert_eq!(s.dots.api_key.expose(), "topsecret");
-        assert!(!format!("{s:?}").contains("topsecret"));
-        let bad =
-            Settings::builtin().apply_env(|k| (k == "PAYRUN_CONCURRENCY").then(|| "x".into()));
-        assert!(bad.unwrap_err().to_string().contains("PAYRUN_CONCURRENCY"));
+        Ok(s)
     }
 }

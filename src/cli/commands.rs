@@ -83,7 +83,15 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         return Ok(exit::OK);
     }
-    let ctx = Ctx::load(&cli)?;
+    // A bad config (unknown key, bad value, unreadable --config) is bad input: exit 2.
+    let ctx = match Ctx::load(&cli) {
+        Ok(ctx) => ctx,
+        Err(e) if e.is::<crate::config::ConfigError>() => {
+            eprintln!("error: {}", shown(&e));
+            return Ok(exit::BAD_INPUT);
+        }
+        Err(e) => return Err(e),
+    };
     let store = ctx.store().await?;
     match &cli.command {
         Command::Demo { .. } | Command::Sim(_) | Command::Bench { .. } => {
