@@ -14,6 +14,7 @@ mod audit;
 mod batch_identity;
 mod browser;
 mod chaos;
+mod control;
 mod dashboard;
 mod demo;
 mod feed;
