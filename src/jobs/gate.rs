@@ -10,7 +10,9 @@
 //!   it again when the copy is older than `worker.feed_ms`, so a pause stops new calls within
 //!   one feed interval (plus the step already under way) in every process;
 //! - the gate sits between steps, never inside one: a call already made is always followed by
-//!   the commit of its outcome (a pause never skips a money call's phase 3).
+//!   the commit of its outcome (a pause never skips a money call's phase 3), and a payout-flow
+//!   call whose intent the transfer's success committed is made (it is under way: phase 1 is
+//!   done), so a pause never leaves a call recorded as open that was never made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,11 +50,14 @@ pub fn decide(blocked: &Blocked, batch: BatchId, line: i64, state: ItemState) ->
     if stopped { Gate::Stop(block) } else { Gate::Go }
 }
 
+/// A copy of the blocked set and when it was read.
+type Snapshot = Option<(Instant, Arc<Blocked>)>;
+
 /// The engine's copy of the blocked set, shared by its jobs; read again when older than `max_age`.
 #[derive(Clone)]
 pub struct GateCache {
     max_age: Duration,
-    copy: Arc<tokio::sync::Mutex<Option<(Instant, Arc<Blocked>)>>>,
+    copy: Arc<tokio::sync::Mutex<Snapshot>>,
 }
 
 impl GateCache {

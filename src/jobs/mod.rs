@@ -264,7 +264,8 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(early_by as u64)).await;
             }
             // A paused or funds-held batch: no call now; the item stays due (`jobs::gate`).
-            if let gate::Gate::Stop(block) = self.gate(&item).await? {
+            // A payout call whose intent the last step committed is already under way.
+            if !payout_intent_ours && let gate::Gate::Stop(block) = self.gate(&item).await? {
                 tracing::debug!(?block, "batch blocked: the item waits");
                 return Ok(Lease::Held(Next::Idle));
             }
