@@ -2,6 +2,7 @@
 //! data (the binary prints it) and never calls `exit` itself.
 
 pub mod audit;
+pub mod control;
 pub mod dashboard;
 mod demo;
 pub mod metrics_endpoint;

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::batch::BatchId;
+use crate::batch::{BatchId, BatchState};
 use crate::item::ItemState;
 use crate::store::{Store, StoreError};
 
@@ -18,14 +18,36 @@ pub struct StateLine {
 #[derive(Debug, Clone, Serialize)]
 pub struct BatchStatus {
     pub batch_id: String,
-    /// approved | awaiting_approval | canceled
+    /// approved | awaiting_approval | canceled | paused | held (see [`shown_status`]).
     pub status: String,
+    /// Whether it waits for `payrun approve` (also while it shows as paused or held).
+    pub awaiting_approval: bool,
+    /// When an operator paused it (unix ms); `null` when not paused.
+    pub paused_at: Option<i64>,
+    /// The shared condition holding it (`reason`, `detail`, `since`; `funds_needed_cents`
+    /// and `from_line` when they apply); `null` when not held.
+    pub hold: Option<crate::batch::Hold>,
+    /// With a hold for insufficient funds: how much more the App wallet needs (cents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub funds_needed_cents: Option<i64>,
     pub source: String,
     pub created_at: i64,
     pub items: i64,
     pub total_cents: i64,
     pub settled: bool,
     pub states: Vec<StateLine>,
+}
+
+/// The status `payrun status` and the dashboard show: a canceled batch is `canceled`; else
+/// `paused` while an operator paused it, else `held` while a shared condition holds it, else
+/// its stored status (`approved`, `awaiting_approval`).
+pub fn shown_status(stored: BatchState, paused: bool, held: bool) -> &'static str {
+    match (stored, paused, held) {
+        (BatchState::Canceled, _, _) => stored.as_str(),
+        (_, true, _) => "paused",
+        (_, false, true) => "held",
+        _ => stored.as_str(),
+    }
 }
 
 pub async fn batch_status(
@@ -48,7 +70,15 @@ pub async fn batch_status(
         .collect();
     states.sort_by_key(|l| ItemState::ALL.iter().position(|s| s.as_str() == l.state));
     Ok(Some(BatchStatus {
-        status: b.status.to_string(),
+        status: shown_status(b.status, b.paused_at.is_some(), b.hold.is_some()).to_string(),
+        awaiting_approval: b.status == BatchState::AwaitingApproval,
+        paused_at: b.paused_at,
+        funds_needed_cents: b
+            .hold
+            .as_ref()
+            .filter(|h| h.reason == crate::batch::HoldReason::InsufficientFunds)
+            .and_then(|h| h.funds_needed_cents),
+        hold: b.hold,
         batch_id: b.id,
         source: b.source,
         created_at: b.created_at,
@@ -110,4 +140,34 @@ pub async fn write_report<W: Write>(
     }
     w.flush()?;
     Ok(items.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_shows_over_a_hold_and_a_cancel_over_both() {
+        use BatchState::*;
+        #[rustfmt::skip]
+        let rows = [
+            // stored, paused, held, shown
+            (Approved, false, false, "approved"),
+            (AwaitingApproval, false, false, "awaiting_approval"),
+            (Canceled, false, false, "canceled"),
+            (Approved, true, false, "paused"),
+            (Approved, false, true, "held"),
+            (Approved, true, true, "paused"),
+            (AwaitingApproval, true, false, "paused"),
+            (AwaitingApproval, false, true, "held"),
+            (Canceled, true, true, "canceled"),
+        ];
+        for (stored, paused, held, want) in rows {
+            assert_eq!(
+                shown_status(stored, paused, held),
+                want,
+                "{stored:?} {paused} {held}"
+            );
+        }
+    }
 }

@@ -105,6 +105,10 @@ pub enum Command {
     },
     /// Let a batch that is over the approval threshold run.
     Approve { batch: String },
+    /// Pause a batch (or every batch with work left): within one feed interval no new Dots call starts for it; calls in flight finish and are recorded. Safe to run twice.
+    Pause(ControlArgs),
+    /// Resume a paused batch (or every paused batch): its waiting items are worked at once. Safe to run twice.
+    Resume(ControlArgs),
     /// Stop items that have not transferred yet; says which could not be stopped and why.
     Cancel {
         batch: String,
@@ -147,6 +151,16 @@ pub enum Command {
     },
     /// Run the Dots API simulator (credentials from DOTS_CLIENT_ID / DOTS_API_KEY).
     Sim(SimArgs),
+}
+
+/// `pause` / `resume`: one batch, or `--all`.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ControlArgs {
+    pub batch: Option<String>,
+    /// Every batch instead of one.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Subcommand)]

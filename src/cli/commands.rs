@@ -307,6 +307,20 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Pause(a) | Command::Resume(a) => {
+            let target = match &a.batch {
+                Some(b) if !a.all => app::control::Target::Batch(id!(b)),
+                _ => app::control::Target::All,
+            };
+            let out = if matches!(cli.command, Command::Pause(_)) {
+                ops_try!(app::control::pause(&store, target).await)
+            } else {
+                let mut queue = ctx.queue(&store);
+                ops_try!(app::control::resume(&store, &mut queue, target).await)
+            };
+            println!("{}", shown(&out.message));
+            Ok(exit::OK)
+        }
         Command::Cancel { batch, item, json } => {
             let id: BatchId = id!(batch);
             let item: Option<ItemId> = match item {

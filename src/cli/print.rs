@@ -64,6 +64,29 @@ pub fn status(s: &BatchStatus) {
             format!("  [{}]", s.status)
         },
     );
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default()
+    };
+    if let Some(at) = s.paused_at {
+        println!(
+            "  paused since {}: no new Dots call starts (`payrun resume {}`)",
+            when(at),
+            p(&s.batch_id)
+        );
+    }
+    if let Some(h) = &s.hold {
+        println!(
+            "  held since {}: {}: {}{}",
+            when(h.since),
+            h.reason,
+            p(&h.detail),
+            s.funds_needed_cents
+                .map(|c| format!(" (the App wallet needs {} more)", format_cents(c)))
+                .unwrap_or_default()
+        );
+    }
     for l in &s.states {
         println!(
             "  {:<16} {:>7} items  {:>12}",

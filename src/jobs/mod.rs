@@ -12,6 +12,7 @@
 
 pub mod feed;
 mod flows;
+pub mod gate;
 mod lease;
 pub mod plan;
 pub mod poll;
@@ -143,6 +144,8 @@ pub struct Engine {
     approved_batches: Arc<Mutex<HashSet<BatchId>>>,
     /// What keeps this process from working (`/healthz`): open circuits, dead components.
     pub health: crate::health::Health,
+    /// The blocked batches (paused, held for funds), read at most every `worker.feed_ms`.
+    gate: gate::GateCache,
 }
 
 impl Engine {
@@ -150,12 +153,25 @@ impl Engine {
         Engine {
             store,
             dots,
-            settings: Arc::new(settings),
             owner: owner.into(),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             approved_batches: Arc::default(),
             health: crate::health::Health::new(),
+            gate: gate::GateCache::new(Duration::from_millis(settings.feed_ms.max(10))),
+            settings: Arc::new(settings),
         }
+    }
+
+    /// Makes the next gate check read the blocked batches from the store (after a pause or a
+    /// hold this process made, or in tests that step the engine by hand).
+    pub async fn refresh_gate(&self) {
+        self.gate.forget().await;
+    }
+
+    /// The batch gate for the item's next step (`jobs::gate`), from the cached blocked set.
+    async fn gate(&self, item: &ItemRecord) -> Result<gate::Gate, StoreError> {
+        let blocked = self.gate.blocked(&self.store).await?;
+        Ok(gate::decide(&blocked, item.batch_id, item.line, item.state))
     }
 
     /// Now, in unix ms, on the engine's clock.
@@ -246,6 +262,12 @@ impl Engine {
                 // The retry's own job: the queue keeps run times in whole seconds, so it may
                 // come up to a second early. Wait out the rest.
                 tokio::time::sleep(Duration::from_millis(early_by as u64)).await;
+            }
+            // A paused or funds-held batch: no call now; the item stays due (`jobs::gate`).
+            // A payout call whose intent the last step committed is already under way.
+            if !payout_intent_ours && let gate::Gate::Stop(block) = self.gate(&item).await? {
+                tracing::debug!(?block, "batch blocked: the item waits");
+                return Ok(Lease::Held(Next::Idle));
             }
             // Renew the lease only when what is left may not cover the next step.
             if self.must_renew_lease(&item, state, payout_intent_ours) {

@@ -9,7 +9,11 @@
 //!   `next_attempt_at > 0` and `items_due` finds it once that time comes, its lease is free and
 //!   its claim has lapsed (a job lost with its worker is thus replaced after `ttl_ms`), or it
 //!   was never claimed (`next_attempt_at = 0`, only ever `pending`) and lies past its batch's
-//!   cursor `fed_line`, which the feed walks along the primary key (ids sort by line).
+//!   cursor `fed_line`, which the feed walks along the primary key (ids sort by line);
+//! - no item of a paused batch is claimed, nor an item a funds hold blocks (not yet
+//!   transferred, at or after `hold_from_line`; see `store::control`): a blocked item that is
+//!   due stays due, and its batch's cursor does not move past a funds hold's first line, so
+//!   both are claimed once the block is lifted.
 
 use std::future::Future;
 
@@ -64,18 +68,26 @@ impl Store {
         let mut ids = self.claim_due(now, ttl_ms, limit).await?;
         let mut left = limit - ids.len() as i64;
         if left > 0 {
-            let batches: Vec<(String, i64)> = on_pool!(&self.pool, p => sqlx::query_as(
-                "SELECT id, fed_line FROM batches WHERE status = 'approved' AND fed_line < $1
+            // Paused batches are skipped, and a funds-held one is fed only up to the line
+            // before its hold (`upto`; all of it is held when `hold_from_line` is NULL).
+            let batches: Vec<(String, i64, Option<i64>)> = on_pool!(&self.pool, p => sqlx::query_as(
+                "SELECT id, fed_line, CASE WHEN hold_reason = 'insufficient_funds'
+                                           THEN COALESCE(hold_from_line, 0) - 1 END
+                 FROM batches WHERE status = 'approved' AND fed_line < $1 AND paused_at IS NULL
+                   AND (hold_reason IS NULL OR hold_reason <> 'insufficient_funds'
+                        OR fed_line < COALESCE(hold_from_line, 0) - 1)
                  ORDER BY created_at LIMIT 20")
                 .bind(FED_ALL).fetch_all(p).await?);
-            for (batch, fed_line) in batches {
+            for (batch, fed_line, upto) in batches {
                 if left <= 0 {
                     break;
                 }
                 let batch: BatchId = batch
                     .parse()
                     .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
-                let got = self.claim_fresh(batch, fed_line, now, ttl_ms, left).await?;
+                let got = self
+                    .claim_fresh(batch, fed_line, upto, now, ttl_ms, left)
+                    .await?;
                 left -= got.len() as i64;
                 ids.extend(got);
             }
@@ -93,7 +105,12 @@ impl Store {
              WHERE state IN ('pending', 'transferring', 'transferred')
                AND next_attempt_at > 0 AND next_attempt_at <= $1
                AND queued_until < $1 AND lease_until < $1
-               AND batch_id IN (SELECT id FROM batches WHERE status = 'approved')
+               AND batch_id IN (SELECT id FROM batches WHERE status = 'approved'
+                                AND paused_at IS NULL)
+               AND NOT EXISTS (SELECT 1 FROM batches h WHERE h.id = items.batch_id
+                               AND h.hold_reason = 'insufficient_funds'
+                               AND items.state <> 'transferred'
+                               AND items.line >= COALESCE(h.hold_from_line, 0))
              ORDER BY next_attempt_at LIMIT $3";
         let ids: Vec<String> = match &self.pool {
             Pool::Postgres(p) => {
@@ -122,18 +139,22 @@ impl Store {
         parse_ids(ids)
     }
 
-    /// The next never-claimed items of `batch` after line `fed_line`, claimed, with the
-    /// cursor moved past them in the same transaction.
+    /// The next never-claimed items of `batch` after line `fed_line` (up to line `upto`, if
+    /// given), claimed, with the cursor moved past them in the same transaction.
     async fn claim_fresh(
         &self,
         batch: BatchId,
         fed_line: i64,
+        upto: Option<i64>,
         now: i64,
         ttl_ms: i64,
         limit: i64,
     ) -> Result<Vec<ItemId>, StoreError> {
+        if upto.is_some_and(|u| u <= fed_line) {
+            return Ok(Vec::new());
+        }
         let lo = ItemId::for_line(batch, fed_line.max(0) as u64).to_string();
-        let hi = ItemId::for_line(batch, u64::MAX).to_string();
+        let hi = ItemId::for_line(batch, upto.map_or(u64::MAX, |u| u as u64)).to_string();
         let claimed: Option<Vec<String>> = on_pool!(&self.pool, p => {
             let mut tx = p.begin_write().await?;
             // The primary key walks the batch in line order.
@@ -141,7 +162,8 @@ impl Store {
                 "SELECT id FROM items WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3")
                 .bind(&lo).bind(&hi).bind(limit).fetch_all(&mut *tx).await?;
             let next_line = match range.last() {
-                _ if (range.len() as i64) < limit => FED_ALL,
+                // Every line up to the hold is claimed: the cursor waits there.
+                _ if (range.len() as i64) < limit => upto.unwrap_or(FED_ALL),
                 Some(last) => last_line(last, batch)?,
                 None => FED_ALL,
             };

@@ -16,6 +16,7 @@
 pub mod admin;
 mod batches;
 mod bulk;
+mod control;
 mod feed;
 mod items;
 mod migrate_lock;
@@ -27,6 +28,7 @@ mod writes;
 
 pub use crate::secret::redact_url;
 pub use batches::*;
+pub use control::{Block, Blocked, PauseOutcome, ResumeOutcome};
 pub use items::*;
 pub use queue_tables::ITEM_QUEUE;
 pub(crate) use queue_tables::on_apalis;

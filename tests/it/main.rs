@@ -15,6 +15,7 @@ mod batch_identity;
 mod browser;
 mod chaos;
 mod config;
+mod control;
 mod dashboard;
 mod demo;
 mod feed;

@@ -1,6 +1,6 @@
 //! The form actions behind the pages' buttons: each checks the CSRF field (when the cookie is
-//! the only credential), calls the `ops` function the CLI calls, and answers 303 back to the
-//! page it came from with what happened as the flash message (`?msg=`).
+//! the only credential), calls the `ops` (or `control`) function the CLI calls, and answers 303
+//! back to the page it came from with what happened as the flash message (`?msg=`).
 
 use std::fmt::Write as _;
 
@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::html::error_page;
 use super::{AuthVia, Dash, DashError, csrf_passes, forbidden_csrf};
+use crate::app::control::{self, Target};
 use crate::app::ops::{self, OpsReport};
 use crate::batch::{BatchId, ItemId};
 use crate::item::ItemState;
@@ -165,4 +166,65 @@ pub(super) async fn retry_flow(
         Ok((rec.batch_id.to_string(), msg))
     })
     .await
+}
+
+pub(super) async fn pause(
+    State(d): State<Dash>,
+    Extension(via): Extension<AuthVia>,
+    Path(id): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    act(via, &d, &f, async || {
+        let batch: BatchId = super::parse_id("batch", &id)?;
+        let out = control::pause(&d.store, Target::Batch(batch)).await?;
+        Ok((batch.to_string(), out.message))
+    })
+    .await
+}
+
+pub(super) async fn resume(
+    State(d): State<Dash>,
+    Extension(via): Extension<AuthVia>,
+    Path(id): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    act(via, &d, &f, async || {
+        let batch: BatchId = super::parse_id("batch", &id)?;
+        let mut q = d.queue.clone();
+        let out = control::resume(&d.store, &mut q, Target::Batch(batch)).await?;
+        Ok((batch.to_string(), out.message))
+    })
+    .await
+}
+
+/// Pause all / Resume all: like the batch actions, but back to the batch list.
+async fn act_all(via: AuthVia, d: &Dash, form: &ActionForm, pause: bool) -> Response {
+    if !csrf_passes(d, via, form.csrf.as_deref()) {
+        return forbidden_csrf();
+    }
+    let out = if pause {
+        control::pause(&d.store, Target::All).await
+    } else {
+        control::resume(&d.store, &mut d.queue.clone(), Target::All).await
+    };
+    match out {
+        Ok(out) => Redirect::to(&format!("/?msg={}", enc(&out.message))).into_response(),
+        Err(e) => error_page(e.into()),
+    }
+}
+
+pub(super) async fn pause_all(
+    State(d): State<Dash>,
+    Extension(via): Extension<AuthVia>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    act_all(via, &d, &f, true).await
+}
+
+pub(super) async fn resume_all(
+    State(d): State<Dash>,
+    Extension(via): Extension<AuthVia>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    act_all(via, &d, &f, false).await
 }

@@ -13,6 +13,7 @@ use super::{
     AuthVia, CSRF_HEADER, Dash, DashError, ItemSummary, csrf_passes, forbidden_csrf, items_in,
     parse_id,
 };
+use crate::app::control::{self, ControlOutcome, Target};
 use crate::app::{BatchStatus, ops};
 use crate::batch::{BatchId, ItemId};
 
@@ -145,4 +146,32 @@ pub(super) async fn retry_flow(
         Err(why) => json!({ "renewed": false, "reason": why }),
     };
     Ok(Json(body).into_response())
+}
+
+pub(super) async fn pause(
+    State(d): State<Dash>,
+    Path(id): Path<String>,
+) -> Result<Json<ControlOutcome>, DashError> {
+    let batch: BatchId = parse_id("batch", &id)?;
+    Ok(Json(control::pause(&d.store, Target::Batch(batch)).await?))
+}
+
+pub(super) async fn resume(
+    State(d): State<Dash>,
+    Path(id): Path<String>,
+) -> Result<Json<ControlOutcome>, DashError> {
+    let batch: BatchId = parse_id("batch", &id)?;
+    let mut q = d.queue.clone();
+    Ok(Json(
+        control::resume(&d.store, &mut q, Target::Batch(batch)).await?,
+    ))
+}
+
+pub(super) async fn pause_all(State(d): State<Dash>) -> Result<Json<ControlOutcome>, DashError> {
+    Ok(Json(control::pause(&d.store, Target::All).await?))
+}
+
+pub(super) async fn resume_all(State(d): State<Dash>) -> Result<Json<ControlOutcome>, DashError> {
+    let mut q = d.queue.clone();
+    Ok(Json(control::resume(&d.store, &mut q, Target::All).await?))
 }

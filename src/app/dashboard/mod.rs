@@ -2,8 +2,9 @@
 //! templates) and the JSON API behind them
 //! (`api`), mounted by `payrun serve` when `PAYRUN_DASHBOARD_TOKEN` is set.
 //!
-//! It owns no logic of its own: every button and API action calls the same `app::ops`
-//! functions the CLI does (`approve`, `cancel`, `rerun`, `retry_flow`, `show`), and every view
+//! It owns no logic of its own: every button and API action calls the same `app::ops` and
+//! `app::control` functions the CLI does (`approve`, `cancel`, `rerun`, `retry_flow`, `show`,
+//! `pause`, `resume`), and every view
 //! reads through `app::batch_status` / `list_status` and the store, so the dashboard can never
 //! do what `payrun approve|cancel|rerun|retry-flow` would refuse.
 //!
@@ -91,6 +92,10 @@ pub fn router(store: Store, queue: Queue, options: DashboardOptions) -> Router {
         .route("/api/batches/{id}/cancel", post(api::cancel))
         .route("/api/batches/{id}/rerun", post(api::rerun))
         .route("/api/items/{id}/retry-flow", post(api::retry_flow))
+        .route("/api/batches/{id}/pause", post(api::pause))
+        .route("/api/batches/{id}/resume", post(api::resume))
+        .route("/api/pause-all", post(api::pause_all))
+        .route("/api/resume-all", post(api::resume_all))
         .route_layer(axum::middleware::from_fn_with_state(
             dash.clone(),
             api::require_csrf,
@@ -103,6 +108,10 @@ pub fn router(store: Store, queue: Queue, options: DashboardOptions) -> Router {
         .route("/batches/{id}/cancel", post(actions::cancel))
         .route("/batches/{id}/rerun", post(actions::rerun))
         .route("/items/{id}/retry-flow", post(actions::retry_flow))
+        .route("/batches/{id}/pause", post(actions::pause))
+        .route("/batches/{id}/resume", post(actions::resume))
+        .route("/pause-all", post(actions::pause_all))
+        .route("/resume-all", post(actions::resume_all))
         .route("/api/batches", get(api::batches))
         .route("/api/batches/{id}", get(api::batch))
         .route("/api/items/{id}", get(api::item))

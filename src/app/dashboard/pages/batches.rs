@@ -3,14 +3,15 @@
 use maud::{Markup, html};
 
 use super::Shown;
-use super::parts::{progress, state_badges, status_cell, when};
+use super::parts::{control_all, progress, state_badges, status_cell, when};
 use crate::app::BatchStatus;
 use crate::money::format_cents;
 
-/// The batch list (`csrf` goes in the Approve forms).
+/// The batch list (`csrf` goes in the Approve, Pause and Resume forms).
 pub(in crate::app::dashboard) fn batches(csrf: &str, batches: &[BatchStatus]) -> Markup {
     html! {
         h1 { "Batches" }
+        (control_all(csrf))
         @if batches.is_empty() {
             p class="muted" { "No batches yet: " code { "payrun submit FILE.csv" } "." }
         } @else {

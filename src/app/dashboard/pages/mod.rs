@@ -77,7 +77,17 @@ mod tests {
     fn every_stored_string_on_every_page_goes_through_shown() {
         let status = BatchStatus {
             batch_id: EVIL.into(),
-            status: "awaiting_approval".into(),
+            status: "held".into(),
+            awaiting_approval: true,
+            paused_at: None,
+            hold: Some(crate::batch::Hold {
+                reason: crate::batch::HoldReason::InsufficientFunds,
+                detail: EVIL.into(),
+                since: 0,
+                funds_needed_cents: Some(100),
+                from_line: None,
+            }),
+            funds_needed_cents: Some(100),
             source: EVIL.into(),
             created_at: 0,
             items: 1,

@@ -72,19 +72,55 @@ pub(super) fn button(
     }
 }
 
-/// The batch's status badge, with Approve while it awaits approval.
+/// Whether every item of the batch is completed, failed or canceled (nothing to pause).
+fn finished(b: &BatchStatus) -> bool {
+    b.states.iter().all(|l| {
+        matches!(
+            l.state.parse::<ItemState>(),
+            Ok(ItemState::Completed | ItemState::Failed | ItemState::Canceled)
+        )
+    })
+}
+
+/// The batch's status badge (`paused`, `held` with its hold), with Approve while it awaits
+/// approval, and Pause or Resume while it has work left.
 pub(super) fn status_cell(csrf: &str, b: &BatchStatus, state_filter: &str) -> Markup {
+    let action = |verb: &str| format!("/batches/{}/{verb}", b.batch_id);
+    let fields = [("state", state_filter)];
     html! {
         span class={ "st st-" (Shown(&b.status)) } { (Shown(&b.status)) }
-        @if b.status == "awaiting_approval" {
+        @if let Some(at) = b.paused_at {
+            " " span class="muted paused" { "since " (when(at)) }
+        }
+        @if let Some(h) = &b.hold {
             " "
-            (button(
-                csrf,
-                &format!("/batches/{}/approve", b.batch_id),
-                "Approve",
-                "go",
-                &[("state", state_filter)],
-            ))
+            span class="hold" {
+                "held: " (h.reason.as_str()) " since " (when(h.since)) " — " (Shown(&h.detail))
+                @if let Some(c) = b.funds_needed_cents {
+                    " (the App wallet needs $" (crate::money::format_cents(c)) " more)"
+                }
+            }
+        }
+        @if b.awaiting_approval && b.status != "canceled" {
+            " " (button(csrf, &action("approve"), "Approve", "go", &fields))
+        }
+        @if b.status != "canceled" {
+            @if b.paused_at.is_some() {
+                " " (button(csrf, &action("resume"), "Resume", "go", &fields))
+            } @else if !finished(b) {
+                " " (button(csrf, &action("pause"), "Pause", "warn", &fields))
+            }
+        }
+    }
+}
+
+/// Pause all / Resume all (the index page).
+pub(super) fn control_all(csrf: &str) -> Markup {
+    html! {
+        div class="actions" {
+            (button(csrf, "/pause-all", "Pause all", "warn", &[]))
+            " "
+            (button(csrf, "/resume-all", "Resume all", "go", &[]))
         }
     }
 }
