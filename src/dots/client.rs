@@ -12,6 +12,12 @@
 //! - *duplicate key*: Dots refused an idempotency key it has already seen. The earlier request
 //!   may have succeeded: reconcile before anything else.
 //!
+//! Apart from its class, a failure may be *systemic* ([`DotsError::systemic`]): not the item's
+//! fault but Dots' or ours as a whole — credentials refused (401/403), App out of funds,
+//! Dots unavailable (connect errors, timeouts, 5xx), or throttling us (429). Every call's
+//! outcome goes to the [`CallObserver`] the owner installed (the jobs' circuits), so the
+//! client decides what a failure *is* and the observer what to do about it.
+//!
 //! It knows nothing of the store or the jobs; callers attach batch/item ids to the span.
 
 use std::time::Duration;
@@ -27,6 +33,25 @@ use super::retry::ReadRetry;
 use super::types::*;
 use crate::config::{DotsSettings, WorkerSettings};
 use crate::secret::Secret;
+
+/// A failure that is not the item's: the jobs hold work instead of charging it to items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Systemic {
+    /// Dots refuses our credentials (HTTP 401 or 403).
+    Credentials,
+    /// The App wallet cannot cover a transfer (`transaction-insufficient-funds`).
+    Funds,
+    /// Dots cannot be reached, did not answer in time, or answered 5xx.
+    Unavailable,
+    /// Dots throttles us (HTTP 429).
+    RateLimited,
+}
+
+/// Told the outcome of every call a client makes (`Ok(())` for a success), right after it,
+/// before the caller sees the result.
+pub trait CallObserver: Send + Sync + std::fmt::Debug {
+    fn observed(&self, endpoint: &'static str, outcome: Result<(), &DotsError>);
+}
 
 /// How a failed call should be treated by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +100,32 @@ impl DotsError {
         }
     }
 
+    /// Whether the failure is systemic (not the item's), and which condition it shows.
+    /// Item-level otherwise: invalid input, unknown user, a duplicate key, a 404.
+    pub fn systemic(&self) -> Option<Systemic> {
+        match self {
+            DotsError::Permanent {
+                status: 401 | 403, ..
+            } => Some(Systemic::Credentials),
+            DotsError::Permanent {
+                code: Some(code), ..
+            } if code == "transaction-insufficient-funds" => Some(Systemic::Funds),
+            DotsError::Permanent { .. } | DotsError::DuplicateKey(_) => None,
+            DotsError::Retryable {
+                status: Some(429), ..
+            } => Some(Systemic::RateLimited),
+            DotsError::Retryable {
+                status: Some(s), ..
+            } if *s >= 500 => Some(Systemic::Unavailable),
+            // 408 and 409 (resource busy) are about the one request.
+            DotsError::Retryable { status: Some(_), .. } => None,
+            // Could not connect, or sent with the answer lost (timeout, dropped connection).
+            DotsError::Retryable { status: None, .. } | DotsError::Ambiguous(_) => {
+                Some(Systemic::Unavailable)
+            }
+        }
+    }
+
     /// A 404: the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DotsError::Permanent { status: 404, .. })
@@ -118,6 +169,7 @@ pub struct DotsClient {
     http: reqwest::Client,
     config: ClientConfig,
     limiter: Option<RateLimiter>,
+    observer: Option<std::sync::Arc<dyn CallObserver>>,
 }
 
 impl DotsClient {
@@ -137,7 +189,27 @@ impl DotsClient {
             http,
             config,
             limiter,
+            observer: None,
         })
+    }
+
+    /// This client (a clone sharing its connections and rate limiter) reporting every call's
+    /// outcome to `observer`.
+    pub fn observed_by(&self, observer: std::sync::Arc<dyn CallObserver>) -> DotsClient {
+        DotsClient {
+            observer: Some(observer),
+            ..self.clone()
+        }
+    }
+
+    /// A cheap documented read (`GET /v2/flows?limit=1`): whether Dots answers and accepts
+    /// our credentials. The circuits' half-open probe.
+    #[instrument(skip(self), err(Display, level = "debug"))]
+    pub async fn probe(&self) -> Result<(), DotsError> {
+        let q = [("limit", "1".to_string())];
+        self.call::<(), Page<Flow>>("GET /v2/flows", Method::GET, "/v2/flows", &q, None)
+            .await
+            .map(|_| ())
     }
 
     pub fn base_url(&self) -> &str {
@@ -308,6 +380,9 @@ impl DotsClient {
             Err(DotsError::DuplicateKey(_)) => "duplicate_key".to_string(),
         };
         crate::metrics::dots_request(endpoint, &outcome);
+        if let Some(o) = &self.observer {
+            o.observed(endpoint, res.as_ref().map(|_| ()));
+        }
         res
     }
 
