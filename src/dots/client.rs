@@ -506,6 +506,47 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_classified_as_systemic_or_the_items() {
+        let status = |s: u16, body: &str| {
+            classify_status(StatusCode::from_u16(s).unwrap(), None, body.as_bytes()).systemic()
+        };
+        use Systemic::*;
+        let rows: [(u16, &str, Option<Systemic>); 13] = [
+            (401, r#"{"error_code":"unauthorized"}"#, Some(Credentials)),
+            (403, "forbidden", Some(Credentials)),
+            (
+                400,
+                r#"{"error_code":"transaction-insufficient-funds"}"#,
+                Some(Funds),
+            ),
+            (422, r#"{"error_code":"transaction-insufficient-funds"}"#, Some(Funds)),
+            (400, r#"{"error_code":"invalid-input"}"#, None),
+            (404, r#"{"error_code":"user-not-found"}"#, None),
+            (422, "unprocessable", None),
+            (409, r#"{"error_code":"duplicate-idempotency-key"}"#, None),
+            (409, r#"{"error_code":"resource-busy"}"#, None),
+            (408, "request timeout", None),
+            (429, "slow down", Some(RateLimited)),
+            (500, "oops", Some(Unavailable)),
+            (503, "maintenance", Some(Unavailable)),
+        ];
+        for (s, body, expected) in rows {
+            assert_eq!(status(s, body), expected, "{s} {body}");
+        }
+        let connect = DotsError::Retryable {
+            status: None,
+            retry_after: None,
+            message: "cannot connect".into(),
+        };
+        assert_eq!(connect.systemic(), Some(Unavailable));
+        assert_eq!(
+            DotsError::Ambiguous("timed out".into()).systemic(),
+            Some(Unavailable)
+        );
+        assert_eq!(DotsError::DuplicateKey("k".into()).systemic(), None);
+    }
+
+    #[test]
     fn retry_after_reads_seconds() {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
