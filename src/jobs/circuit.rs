@@ -371,10 +371,22 @@ impl Circuits {
     }
 
     /// Writes the store side of changes not written yet: holds on batches when a circuit
-    /// opens (re-applied while it stays open, for batches submitted since), cleared when it
-    /// closes, with every held item due at once.
-    pub async fn sync_store(&self, store: &Store, now: i64) -> Result<(), StoreError> {
-        let _one = self.syncing.lock().await;
+    /// opens, cleared when it closes, with every held item due at once. With `reapply`, holds
+    /// of circuits still open are written again (batches submitted since). When another task
+    /// is writing already, `wait` says whether to wait for it or leave the rest to the next
+    /// call (a job never waits: the probe loop comes by within a tick).
+    pub async fn sync_store(
+        &self,
+        store: &Store,
+        now: i64,
+        reapply: bool,
+        wait: bool,
+    ) -> Result<(), StoreError> {
+        let _one = match self.syncing.try_lock() {
+            Ok(guard) => guard,
+            Err(_) if wait => self.syncing.lock().await,
+            Err(_) => return Ok(()),
+        };
         let pending = std::mem::take(&mut self.lock().pending);
         for (kind, change) in pending {
             match change {
@@ -389,6 +401,9 @@ impl Circuits {
                     info!(circuit = kind.as_str(), items = due, "held items due now");
                 }
             }
+        }
+        if !reapply {
+            return Ok(());
         }
         let open: Vec<(Kind, String)> = {
             let inner = self.lock();
@@ -405,6 +420,10 @@ impl Circuits {
         }
         Ok(())
     }
+
+    fn has_pending(&self) -> bool {
+        !self.lock().pending.is_empty()
+    }
 }
 
 impl CallObserver for Circuits {
@@ -414,15 +433,23 @@ impl CallObserver for Circuits {
 }
 
 impl Engine {
-    /// Runs the half-open probe if one is due (and no other is under way); then writes the
-    /// store side of any change. Called by the probe loop and by jobs that find a circuit open.
-    pub async fn probe_circuits(&self) -> Result<(), StoreError> {
+    /// Runs the half-open probe if one is due (and no other is under way), then writes the
+    /// store side of any change. `from_loop`: the worker's probe loop (which also writes the
+    /// holds of circuits still open again); else a job that found a circuit open.
+    pub async fn probe_circuits(&self, from_loop: bool) -> Result<(), StoreError> {
         let now = now_ms();
-        if self.circuits.take_probe(now) {
+        let probed = self.circuits.take_probe(now);
+        if probed {
             let res = self.dots.probe().await;
             self.circuits.probe_done(now_ms(), res.as_ref().map(|_| ()));
         }
-        self.circuits.sync_store(&self.store, now_ms()).await
+        if from_loop || probed || self.circuits.has_pending() {
+            let reapply = from_loop && probed;
+            self.circuits
+                .sync_store(&self.store, now_ms(), reapply, from_loop)
+                .await?;
+        }
+        Ok(())
     }
 
     /// At worker start, before any item is touched: one probe decides the credentials circuit
@@ -430,18 +457,15 @@ impl Engine {
     /// credentials hold) are cleared and their items due now.
     pub async fn start_probe(&self) -> Result<(), StoreError> {
         let res = self.dots.probe().await;
-        if let Err(e) = &res {
-            if e.systemic() == Some(Systemic::Credentials) {
-                return self.circuits.sync_store(&self.store, now_ms()).await;
-            }
-        }
         if res.is_ok() {
             for kind in Kind::ALL {
                 self.store.clear_systemic_hold(kind.hold_reason()).await?;
             }
             self.store.release_held_items(now_ms()).await?;
         }
-        self.circuits.sync_store(&self.store, now_ms()).await
+        self.circuits
+            .sync_store(&self.store, now_ms(), true, true)
+            .await
     }
 
     /// The gate before a step's Dots call: while a circuit is open, the item waits for the
@@ -450,14 +474,14 @@ impl Engine {
         if self.circuits.blocked().is_none() {
             return Ok(None);
         }
-        self.probe_circuits().await?;
+        self.probe_circuits(false).await?;
         Ok(self.circuits.blocked().map(|(_, until)| until))
     }
 
     /// Whether a failed call `err` is held rather than charged to the item: its circuit is
     /// open now (the failure may just have opened it), or Dots refused our credentials (never
     /// the item's fault, even if a probe closed the circuit meanwhile). `Some(until)`: the
-    /// item waits until then. Writes the store side first.
+    /// item waits until then.
     pub(super) async fn held_by_circuit(&self, err: &DotsError) -> Result<Option<i64>, StoreError> {
         let Some(kind) = err.systemic().and_then(Kind::of) else {
             return Ok(None);
@@ -465,7 +489,9 @@ impl Engine {
         if kind != Kind::Credentials && !self.circuits.is_open(kind) {
             return Ok(None);
         }
-        self.circuits.sync_store(&self.store, now_ms()).await?;
+        self.circuits
+            .sync_store(&self.store, now_ms(), false, false)
+            .await?;
         let until = self.circuits.blocked().map(|(_, until)| until);
         Ok(Some(until.unwrap_or(now_ms() + self.circuits.policy.probe_base_ms)))
     }
@@ -482,7 +508,7 @@ pub async fn run_probes(
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|v| *v) => return,
         }
-        if let Err(e) = engine.probe_circuits().await {
+        if let Err(e) = engine.probe_circuits(true).await {
             warn!(error = %e, "circuit probe: cannot write holds");
         }
     }

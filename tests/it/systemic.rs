@@ -36,6 +36,9 @@ fn settings_for(app: &TestApp, base_url: &str, api_key: &str) -> Settings {
     s.dots.base_url = base_url.to_string();
     s.dots.api_key = api_key.into();
     s.worker.feed_ms = 20;
+    // Probes at most 2 s apart: the batch resumes within seconds of Dots coming back.
+    s.worker.circuit_probe_base_ms = 200;
+    s.worker.circuit_probe_max_secs = 2;
     s
 }
 
