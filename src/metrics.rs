@@ -193,7 +193,10 @@ mod tests {
         assert!(text.contains("payrun_webhooks_total{event=\"other\"}"));
         assert!(text.contains("payrun_retries_total{cause=\"step\"}"));
         assert!(text.contains("payrun_job_seconds_count"));
-        assert!(text.contains("payrun_circuit_open{kind=\"test_only\"} 1"), "{text}");
+        assert!(
+            text.contains("payrun_circuit_open{kind=\"test_only\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("payrun_circuit_opened_total{kind=\"test_only\"} 1"));
         assert!(dots_requests_with_outcome("418") >= 2);
     }

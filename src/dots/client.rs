@@ -30,28 +30,10 @@ use uuid::Uuid;
 
 use super::limiter::RateLimiter;
 use super::retry::ReadRetry;
+pub use super::systemic::{CallObserver, Systemic};
 use super::types::*;
 use crate::config::{DotsSettings, WorkerSettings};
 use crate::secret::Secret;
-
-/// A failure that is not the item's: the jobs hold work instead of charging it to items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Systemic {
-    /// Dots refuses our credentials (HTTP 401 or 403).
-    Credentials,
-    /// The App wallet cannot cover a transfer (`transaction-insufficient-funds`).
-    Funds,
-    /// Dots cannot be reached, did not answer in time, or answered 5xx.
-    Unavailable,
-    /// Dots throttles us (HTTP 429).
-    RateLimited,
-}
-
-/// Told the outcome of every call a client makes (`Ok(())` for a success), right after it,
-/// before the caller sees the result.
-pub trait CallObserver: Send + Sync + std::fmt::Debug {
-    fn observed(&self, endpoint: &'static str, outcome: Result<(), &DotsError>);
-}
 
 /// How a failed call should be treated by the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,36 +82,22 @@ impl DotsError {
         }
     }
 
-    /// Whether the failure is systemic (not the item's), and which condition it shows.
-    /// Item-level otherwise: invalid input, unknown user, a duplicate key, a 404.
-    pub fn systemic(&self) -> Option<Systemic> {
-        match self {
-            DotsError::Permanent {
-                status: 401 | 403, ..
-            } => Some(Systemic::Credentials),
-            DotsError::Permanent {
-                code: Some(code), ..
-            } if code == "transaction-insufficient-funds" => Some(Systemic::Funds),
-            DotsError::Permanent { .. } | DotsError::DuplicateKey(_) => None,
-            DotsError::Retryable {
-                status: Some(429), ..
-            } => Some(Systemic::RateLimited),
-            DotsError::Retryable {
-                status: Some(s), ..
-            } if *s >= 500 => Some(Systemic::Unavailable),
-            // 408 and 409 (resource busy) are about the one request.
-            DotsError::Retryable { status: Some(_), .. } => None,
-            // Could not connect, or sent with the answer lost (timeout, dropped connection).
-            DotsError::Retryable { status: None, .. } | DotsError::Ambiguous(_) => {
-                Some(Systemic::Unavailable)
-            }
-        }
-    }
-
     /// A 404: the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DotsError::Permanent { status: 404, .. })
     }
+}
+
+/// What [`DotsClient::find_flow`] found.
+#[derive(Debug, Clone)]
+pub enum FlowSearch {
+    Found(Flow),
+    /// Every flow back to the time bound was looked at: none matches.
+    NotFound,
+    /// The page bound was reached before the time bound (a busy App): not known.
+    TooMany {
+        pages: usize,
+    },
 }
 
 /// Where and as whom to call Dots. `Debug` shows the API key as `***` ([`Secret`]).
@@ -259,15 +227,18 @@ impl DotsClient {
     }
 
     /// The newest flow whose metadata has `key` = `value`, looking only at flows created at or
-    /// after `not_before` (the list is newest first, so the scan stops there).
+    /// after `not_before` and at most `max_pages` pages of 100 (the list is newest first and
+    /// has no filter in the v2 API — `GET /v2/flows` takes only `limit` and cursors — so the
+    /// scan stops at `not_before` or at the page bound, whichever comes first).
     pub async fn find_flow(
         &self,
         key: &str,
         value: &str,
         not_before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<Flow>, DotsError> {
+        max_pages: usize,
+    ) -> Result<FlowSearch, DotsError> {
         let mut cursor = None;
-        loop {
+        for _ in 0..max_pages.max(1) {
             let page = self.list_flows_page(cursor).await?;
             for f in &page.data {
                 if f.metadata
@@ -276,14 +247,15 @@ impl DotsClient {
                     .and_then(|v| v.as_str())
                     == Some(value)
                 {
-                    return Ok(Some(f.clone()));
+                    return Ok(FlowSearch::Found(f.clone()));
                 }
             }
             match page.data.last() {
                 Some(last) if page.has_more && last.created >= not_before => cursor = Some(last.id),
-                _ => return Ok(None),
+                _ => return Ok(FlowSearch::NotFound),
             }
         }
+        Ok(FlowSearch::TooMany { pages: max_pages })
     }
 
     #[instrument(skip(self, req), fields(user_id = %req.user_id, amount = req.amount, key = ?req.idempotency_key), err(Display, level = "info"))]
@@ -427,7 +399,11 @@ fn classify_send_error(e: reqwest::Error) -> DotsError {
     }
 }
 
-fn classify_status(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> DotsError {
+pub(super) fn classify_status(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> DotsError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let code = parsed.error_code.clone();
     let message = parsed
@@ -503,47 +479,6 @@ mod tests {
         for s in [429, 500, 502, 503] {
             assert_eq!(c(s, ""), ErrorClass::Retryable, "{s}");
         }
-    }
-
-    #[test]
-    fn failures_are_classified_as_systemic_or_the_items() {
-        let status = |s: u16, body: &str| {
-            classify_status(StatusCode::from_u16(s).unwrap(), None, body.as_bytes()).systemic()
-        };
-        use Systemic::*;
-        let rows: [(u16, &str, Option<Systemic>); 13] = [
-            (401, r#"{"error_code":"unauthorized"}"#, Some(Credentials)),
-            (403, "forbidden", Some(Credentials)),
-            (
-                400,
-                r#"{"error_code":"transaction-insufficient-funds"}"#,
-                Some(Funds),
-            ),
-            (422, r#"{"error_code":"transaction-insufficient-funds"}"#, Some(Funds)),
-            (400, r#"{"error_code":"invalid-input"}"#, None),
-            (404, r#"{"error_code":"user-not-found"}"#, None),
-            (422, "unprocessable", None),
-            (409, r#"{"error_code":"duplicate-idempotency-key"}"#, None),
-            (409, r#"{"error_code":"resource-busy"}"#, None),
-            (408, "request timeout", None),
-            (429, "slow down", Some(RateLimited)),
-            (500, "oops", Some(Unavailable)),
-            (503, "maintenance", Some(Unavailable)),
-        ];
-        for (s, body, expected) in rows {
-            assert_eq!(status(s, body), expected, "{s} {body}");
-        }
-        let connect = DotsError::Retryable {
-            status: None,
-            retry_after: None,
-            message: "cannot connect".into(),
-        };
-        assert_eq!(connect.systemic(), Some(Unavailable));
-        assert_eq!(
-            DotsError::Ambiguous("timed out".into()).systemic(),
-            Some(Unavailable)
-        );
-        assert_eq!(DotsError::DuplicateKey("k".into()).systemic(), None);
     }
 
     #[test]

@@ -361,7 +361,9 @@ impl Engine {
         let id = item.id;
         let msg = format!("{what}: {err}");
         if let Some(until) = self.held_by_circuit(err).await? {
-            self.store.record_retry(id, state, &msg, until, None).await?;
+            self.store
+                .record_retry(id, state, &msg, until, None)
+                .await?;
             return Ok(Step::done(Next::RetryAt(until)));
         }
         let now = self.now();

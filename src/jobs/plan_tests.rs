@@ -101,37 +101,37 @@ fn every_row_of_the_transfer_decision() {
             for outcome in outcomes.clone() {
                 for aged in [false, true] {
                     for last in [false, true] {
-                      for many in [false, true] {
-                        let mut it = item(key, open, outcome, aged, last);
-                        // Thousands of attempts within the budget are not the last.
-                        it.attempts = if many { 5_000 } else { 3 };
-                        let plan = TransferPlan::for_item(&it, NOW, &s);
-                        let same = KeyUse {
-                            key: IdempotencyKey::derive(it.id, 3),
-                            generation: 3,
-                            key_at: it.transfer_key_at.unwrap_or(NOW),
-                        };
-                        let next = KeyUse::new(it.id, 4, NOW);
-                        let user = Uuid::from_u128(7);
-                        let send = |key| TransferAction::Send { user, key };
-                        let reconcile = |if_none| TransferAction::Reconcile { user, if_none };
-                        let expected = match want(key, open, outcome, aged) {
-                            Want::SendSame => send(same),
-                            Want::SendNew => send(KeyUse::new(it.id, 3, NOW)),
-                            Want::ReconcileSame => reconcile(IfNone::Send(same)),
-                            Want::ReconcileNext => reconcile(IfNone::Send(next)),
-                            Want::ReconcileWait => reconcile(IfNone::Wait),
-                        };
-                        let row = format!(
-                            "key {key} open {open} {outcome:?} aged {aged} last {last} many {many}"
-                        );
-                        assert_eq!(plan.action, expected, "{row}");
-                        // A step may reconcile when it starts by reconciling, or when its call
-                        // may be the last attempt (which looks at Dots before failing).
-                        let reconciles = matches!(expected, TransferAction::Reconcile { .. });
-                        assert_eq!(plan.may_reconcile(), reconciles || last, "{row}");
-                        rows += 1;
-                      }
+                        for many in [false, true] {
+                            let mut it = item(key, open, outcome, aged, last);
+                            // Thousands of attempts within the budget are not the last.
+                            it.attempts = if many { 5_000 } else { 3 };
+                            let plan = TransferPlan::for_item(&it, NOW, &s);
+                            let same = KeyUse {
+                                key: IdempotencyKey::derive(it.id, 3),
+                                generation: 3,
+                                key_at: it.transfer_key_at.unwrap_or(NOW),
+                            };
+                            let next = KeyUse::new(it.id, 4, NOW);
+                            let user = Uuid::from_u128(7);
+                            let send = |key| TransferAction::Send { user, key };
+                            let reconcile = |if_none| TransferAction::Reconcile { user, if_none };
+                            let expected = match want(key, open, outcome, aged) {
+                                Want::SendSame => send(same),
+                                Want::SendNew => send(KeyUse::new(it.id, 3, NOW)),
+                                Want::ReconcileSame => reconcile(IfNone::Send(same)),
+                                Want::ReconcileNext => reconcile(IfNone::Send(next)),
+                                Want::ReconcileWait => reconcile(IfNone::Wait),
+                            };
+                            let row = format!(
+                                "key {key} open {open} {outcome:?} aged {aged} last {last} many {many}"
+                            );
+                            assert_eq!(plan.action, expected, "{row}");
+                            // A step may reconcile when it starts by reconciling, or when its call
+                            // may be the last attempt (which looks at Dots before failing).
+                            let reconciles = matches!(expected, TransferAction::Reconcile { .. });
+                            assert_eq!(plan.may_reconcile(), reconciles || last, "{row}");
+                            rows += 1;
+                        }
                     }
                 }
             }

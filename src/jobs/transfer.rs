@@ -258,10 +258,7 @@ impl Engine {
         let reason = if outcome == CallOutcome::Permanent {
             format!("transfer refused: {msg}")
         } else {
-            format!(
-                "transfer {}",
-                super::plan::gave_up_reason(item, now, &msg)
-            )
+            format!("transfer {}", super::plan::gave_up_reason(item, now, &msg))
         };
         self.store
             .fail_item(id, ItemState::Transferring, &reason)

@@ -29,9 +29,11 @@ impl Store {
                            AND items.state IN ({ACTIVE}))"
         );
         let detail: String = detail.chars().take(500).collect();
-        Ok(on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
             .bind(reason.as_str()).bind(&detail).bind(since)
-            .execute(p).await?.rows_affected()))
+            .execute(p).await?.rows_affected()),
+        )
     }
 
     /// Lifts every hold for `reason` (a process-wide circuit closed). Returns how many.

@@ -58,9 +58,7 @@ impl Store {
         }
         let now = now_ms();
         let mut b = Binds::default();
-        let mut set = Set::new()
-            .val("state", to.as_str())
-            .val("updated_at", now);
+        let mut set = Set::new().val("state", to.as_str()).val("updated_at", now);
         if to != ItemState::Failed {
             // A new step: its attempts and its time budget start over. (A failed item keeps
             // its history for the report.)

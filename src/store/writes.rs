@@ -336,8 +336,7 @@ impl Store {
             ItemState::AwaitingPayout => ItemState::Transferred,
             _ => ItemState::Pending,
         };
-        let set = Set::new()
-            .raw("next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0");
+        let set = Set::new().raw("next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0");
         self.transition(id, from, to, set, "new flow link requested by operator")
             .await
     }

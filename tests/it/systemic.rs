@@ -102,7 +102,9 @@ async fn healthz(app: &TestApp, engine: &Engine) -> (u16, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let resp = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    let resp = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap();
     server.abort();

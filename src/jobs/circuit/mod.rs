@@ -22,11 +22,15 @@
 //!   opens, cleared when it closes, and every held item due at once with its attempts reset.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use super::Engine;
+mod engine;
+mod machine;
+
+pub use engine::run_probes;
+pub use machine::{Change, Circuit, State};
+
 use crate::batch::HoldReason;
 use crate::config::WorkerSettings;
 use crate::dots::client::{CallObserver, DotsError, Systemic};
@@ -115,120 +119,18 @@ impl Policy {
 
     fn probe_delay_ms(self, probes_failed: u32) -> i64 {
         let exp = 1i64 << probes_failed.min(20);
-        self.probe_base_ms.saturating_mul(exp).min(self.probe_max_ms)
-    }
-}
-
-/// One circuit's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    /// Working. `failures` of this kind in a row so far, the first at `since`.
-    Closed { failures: u32, since: i64 },
-    /// Held since `since`; the next probe at `probe_at`, after `probes_failed` failed ones.
-    Open {
-        since: i64,
-        reason: String,
-        probe_at: i64,
-        probes_failed: u32,
-    },
-}
-
-/// What a state change means for the world outside the state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Opened { reason: String },
-    /// Closed after being open `for_ms`.
-    Closed { for_ms: i64 },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Circuit {
-    pub kind: Kind,
-    pub state: State,
-}
-
-impl Circuit {
-    pub fn new(kind: Kind) -> Circuit {
-        Circuit {
-            kind,
-            state: State::Closed {
-                failures: 0,
-                since: 0,
-            },
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Open { .. })
-    }
-
-    /// A call failed with this circuit's kind at `now`.
-    pub fn on_failure(&mut self, now: i64, reason: &str, policy: Policy) -> Option<Change> {
-        let p = policy.for_kind(self.kind);
-        let State::Closed { failures, since } = self.state else {
-            return None; // already open: calls in flight when it opened
-        };
-        let since = if failures == 0 { now } else { since };
-        let failures = failures + 1;
-        if failures >= p.open_after && now - since >= p.open_after_ms {
-            self.state = State::Open {
-                since: now,
-                reason: reason.to_string(),
-                probe_at: now + p.probe_delay_ms(0),
-                probes_failed: 0,
-            };
-            return Some(Change::Opened {
-                reason: reason.to_string(),
-            });
-        }
-        self.state = State::Closed { failures, since };
-        None
-    }
-
-    /// Dots answered a call in a way that shows this condition is not there (a success, or a
-    /// failure of another kind or of the item alone).
-    pub fn on_answer(&mut self, now: i64) -> Option<Change> {
-        let was = std::mem::replace(
-            &mut self.state,
-            State::Closed {
-                failures: 0,
-                since: 0,
-            },
-        );
-        match was {
-            State::Open { since, .. } => Some(Change::Closed { for_ms: now - since }),
-            State::Closed { .. } => None,
-        }
-    }
-
-    /// A probe failed with this kind: the next one later.
-    pub fn on_probe_failed(&mut self, now: i64, reason: &str, policy: Policy) {
-        let p = policy.for_kind(self.kind);
-        if let State::Open {
-            probes_failed,
-            probe_at,
-            reason: r,
-            ..
-        } = &mut self.state
-        {
-            *probes_failed += 1;
-            *probe_at = now + p.probe_delay_ms(*probes_failed);
-            *r = reason.to_string();
-        }
-    }
-
-    /// While open: when the next probe is due.
-    pub fn probe_at(&self) -> Option<i64> {
-        match self.state {
-            State::Open { probe_at, .. } => Some(probe_at),
-            State::Closed { .. } => None,
-        }
+        self.probe_base_ms
+            .saturating_mul(exp)
+            .min(self.probe_max_ms)
     }
 }
 
 /// Which circuits a call's outcome feeds: a failure of `kind` (or none: Dots answered).
 fn fed_by(outcome: Result<(), &DotsError>) -> Option<Kind> {
-    outcome.err().and_then(DotsError::systemic).and_then(Kind::of)
+    outcome
+        .err()
+        .and_then(DotsError::systemic)
+        .and_then(Kind::of)
 }
 
 /// Whether a call that failed with `failed` (`None`: succeeded, or failed for the item alone)
@@ -432,93 +334,10 @@ impl CallObserver for Circuits {
     }
 }
 
-impl Engine {
-    /// Runs the half-open probe if one is due (and no other is under way), then writes the
-    /// store side of any change. `from_loop`: the worker's probe loop (which also writes the
-    /// holds of circuits still open again); else a job that found a circuit open.
-    pub async fn probe_circuits(&self, from_loop: bool) -> Result<(), StoreError> {
-        let now = now_ms();
-        let probed = self.circuits.take_probe(now);
-        if probed {
-            let res = self.dots.probe().await;
-            self.circuits.probe_done(now_ms(), res.as_ref().map(|_| ()));
-        }
-        if from_loop || probed || self.circuits.has_pending() {
-            let reapply = from_loop && probed;
-            self.circuits
-                .sync_store(&self.store, now_ms(), reapply, from_loop)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// At worker start, before any item is touched: one probe decides the credentials circuit
-    /// (a wrong key is reported at once). Accepted: holds left by an earlier run (a stale
-    /// credentials hold) are cleared and their items due now.
-    pub async fn start_probe(&self) -> Result<(), StoreError> {
-        let res = self.dots.probe().await;
-        if res.is_ok() {
-            for kind in Kind::ALL {
-                self.store.clear_systemic_hold(kind.hold_reason()).await?;
-            }
-            self.store.release_held_items(now_ms()).await?;
-        }
-        self.circuits
-            .sync_store(&self.store, now_ms(), true, true)
-            .await
-    }
-
-    /// The gate before a step's Dots call: while a circuit is open, the item waits for the
-    /// next probe (no attempt counted) — `Some(until)`; `None`: go on.
-    pub(super) async fn circuit_gate(&self) -> Result<Option<i64>, StoreError> {
-        if self.circuits.blocked().is_none() {
-            return Ok(None);
-        }
-        self.probe_circuits(false).await?;
-        Ok(self.circuits.blocked().map(|(_, until)| until))
-    }
-
-    /// Whether a failed call `err` is held rather than charged to the item: its circuit is
-    /// open now (the failure may just have opened it), or Dots refused our credentials (never
-    /// the item's fault, even if a probe closed the circuit meanwhile). `Some(until)`: the
-    /// item waits until then.
-    pub(super) async fn held_by_circuit(&self, err: &DotsError) -> Result<Option<i64>, StoreError> {
-        let Some(kind) = err.systemic().and_then(Kind::of) else {
-            return Ok(None);
-        };
-        if kind != Kind::Credentials && !self.circuits.is_open(kind) {
-            return Ok(None);
-        }
-        self.circuits
-            .sync_store(&self.store, now_ms(), false, false)
-            .await?;
-        let until = self.circuits.blocked().map(|(_, until)| until);
-        Ok(Some(until.unwrap_or(now_ms() + self.circuits.policy.probe_base_ms)))
-    }
-}
-
-/// The worker's probe loop: every `every`, a due probe and the store side of changes.
-pub async fn run_probes(
-    engine: Engine,
-    every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|v| *v) => return,
-        }
-        if let Err(e) = engine.probe_circuits(true).await {
-            warn!(error = %e, "circuit probe: cannot write holds");
-        }
-    }
-}
-
 /// A shared handle (the engine's and its client's observer).
 pub fn circuits_for(settings: &WorkerSettings, health: Health) -> Arc<Circuits> {
     Arc::new(Circuits::new(Policy::from_settings(settings), health))
 }
 
 #[cfg(test)]
-#[path = "circuit_tests.rs"]
 mod tests;

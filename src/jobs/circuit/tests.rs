@@ -34,6 +34,9 @@ fn run(kind: Kind, events: &[Ev]) -> (Circuit, Vec<Change>) {
     (c, changes)
 }
 
+/// (kind, events, open at the end, changes, next probe)
+type Row = (Kind, Vec<Ev>, bool, Vec<Change>, Option<i64>);
+
 #[test]
 fn every_row_of_the_open_and_close_decision() {
     use Ev::*;
@@ -42,13 +45,25 @@ fn every_row_of_the_open_and_close_decision() {
         reason: "boom".into(),
     };
     // (kind, events, open at the end, changes, next probe)
-    let rows: Vec<(Kind, Vec<Ev>, bool, Vec<Change>, Option<i64>)> = vec![
+    let rows: Vec<Row> = vec![
         // Credentials open at the first refusal.
         (Credentials, vec![Fail(5)], true, vec![opened()], Some(105)),
         // Unavailability needs 3 in a row...
-        (DotsUnavailable, vec![Fail(0), Fail(10)], false, vec![], None),
+        (
+            DotsUnavailable,
+            vec![Fail(0), Fail(10)],
+            false,
+            vec![],
+            None,
+        ),
         // ...over at least a second.
-        (DotsUnavailable, vec![Fail(0), Fail(10), Fail(20)], false, vec![], None),
+        (
+            DotsUnavailable,
+            vec![Fail(0), Fail(10), Fail(20)],
+            false,
+            vec![],
+            None,
+        ),
         (
             DotsUnavailable,
             vec![Fail(0), Fail(10), Fail(20), Fail(1_000)],
@@ -80,10 +95,21 @@ fn every_row_of_the_open_and_close_decision() {
             None,
         ),
         // Failed probes back off, doubling, capped.
-        (Credentials, vec![Fail(0), ProbeFailed(100)], true, vec![opened()], Some(300)),
         (
             Credentials,
-            vec![Fail(0), ProbeFailed(100), ProbeFailed(300), ProbeFailed(700)],
+            vec![Fail(0), ProbeFailed(100)],
+            true,
+            vec![opened()],
+            Some(300),
+        ),
+        (
+            Credentials,
+            vec![
+                Fail(0),
+                ProbeFailed(100),
+                ProbeFailed(300),
+                ProbeFailed(700),
+            ],
             true,
             vec![opened()],
             Some(1_500),
