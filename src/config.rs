@@ -82,7 +82,20 @@ pub struct WorkerSettings {
     pub onboarding_steps: Vec<String>,
     pub backoff_base_ms: u64,
     pub backoff_max_secs: u64,
+    /// Deprecated for items (they give up by time: `give_up_after_secs`); still bounds how
+    /// often a read-only caller (the audit) asks again.
     pub max_attempts: u32,
+    /// A step that keeps failing retryably (or unclearly) fails its item this long after its
+    /// first failure.
+    pub give_up_after_secs: u64,
+    /// Unavailability or 429s open this process' circuit after this many failures in a row...
+    pub circuit_open_after: u32,
+    /// ... spanning at least this many seconds.
+    pub circuit_open_secs: u64,
+    /// An open circuit's first probe after this long, doubling per failed probe up to
+    /// `circuit_probe_max_secs`.
+    pub circuit_probe_base_ms: u64,
+    pub circuit_probe_max_secs: u64,
     pub lease_secs: u64,
     pub heartbeat_secs: u64,
     pub queue_poll_ms: u64,

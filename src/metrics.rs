@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +28,11 @@ struct WebhookEvent {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryCause {
     cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CircuitKind {
+    kind: &'static str,
 }
 
 /// Why an item was handed back for a later attempt (the `cause` label of `payrun_retries_total`).
@@ -48,6 +54,8 @@ struct Metrics {
     webhooks: Family<WebhookEvent, Counter>,
     retries: Family<RetryCause, Counter>,
     job_seconds: Histogram,
+    circuit_open: Family<CircuitKind, Gauge>,
+    circuit_opened: Family<CircuitKind, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -79,7 +87,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Item job run time",
         job_seconds.clone(),
     );
+    let circuit_open = Family::<CircuitKind, Gauge>::default();
+    let circuit_opened = Family::<CircuitKind, Counter>::default();
+    registry.register(
+        "payrun_circuit_open",
+        "1 while this process' circuit of a kind is open (no Dots calls)",
+        circuit_open.clone(),
+    );
+    registry.register(
+        "payrun_circuit_opened",
+        "Times this process' circuit of a kind opened",
+        circuit_opened.clone(),
+    );
     Metrics {
+        circuit_open,
+        circuit_opened,
         registry,
         dots_requests,
         webhooks,
@@ -116,6 +138,15 @@ pub fn retry(cause: Retry) {
     METRICS.retries.get_or_create(&RetryCause { cause }).inc();
 }
 
+/// A circuit of `kind` (`credentials`, `dots_unavailable`, `rate_limited`) opened or closed.
+pub fn circuit(kind: &'static str, open: bool) {
+    let k = CircuitKind { kind };
+    METRICS.circuit_open.get_or_create(&k).set(i64::from(open));
+    if open {
+        METRICS.circuit_opened.get_or_create(&k).inc();
+    }
+}
+
 /// How long one item job ran.
 pub fn job_finished(took: std::time::Duration) {
     METRICS.job_seconds.observe(took.as_secs_f64());
@@ -150,6 +181,7 @@ mod tests {
         webhook("other");
         retry(Retry::Step);
         job_finished(std::time::Duration::from_millis(30));
+        circuit("test_only", true);
         let mut text = String::new();
         encode(&mut text).unwrap();
         assert!(
@@ -161,6 +193,11 @@ mod tests {
         assert!(text.contains("payrun_webhooks_total{event=\"other\"}"));
         assert!(text.contains("payrun_retries_total{cause=\"step\"}"));
         assert!(text.contains("payrun_job_seconds_count"));
+        assert!(
+            text.contains("payrun_circuit_open{kind=\"test_only\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("payrun_circuit_opened_total{kind=\"test_only\"} 1"));
         assert!(dots_requests_with_outcome("418") >= 2);
     }
 }

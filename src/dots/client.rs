@@ -12,6 +12,12 @@
 //! - *duplicate key*: Dots refused an idempotency key it has already seen. The earlier request
 //!   may have succeeded: reconcile before anything else.
 //!
+//! Apart from its class, a failure may be *systemic* ([`DotsError::systemic`]): not the item's
+//! fault but Dots' or ours as a whole — credentials refused (401/403), App out of funds,
+//! Dots unavailable (connect errors, timeouts, 5xx), or throttling us (429). Every call's
+//! outcome goes to the [`CallObserver`] the owner installed (the jobs' circuits), so the
+//! client decides what a failure *is* and the observer what to do about it.
+//!
 //! It knows nothing of the store or the jobs; callers attach batch/item ids to the span.
 
 use std::time::Duration;
@@ -24,6 +30,7 @@ use uuid::Uuid;
 
 use super::limiter::RateLimiter;
 use super::retry::ReadRetry;
+pub use super::systemic::{CallObserver, Systemic};
 use super::types::*;
 use crate::config::{DotsSettings, WorkerSettings};
 use crate::secret::Secret;
@@ -81,6 +88,18 @@ impl DotsError {
     }
 }
 
+/// What [`DotsClient::find_flow`] found.
+#[derive(Debug, Clone)]
+pub enum FlowSearch {
+    Found(Flow),
+    /// Every flow back to the time bound was looked at: none matches.
+    NotFound,
+    /// The page bound was reached before the time bound (a busy App): not known.
+    TooMany {
+        pages: usize,
+    },
+}
+
 /// Where and as whom to call Dots. `Debug` shows the API key as `***` ([`Secret`]).
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -118,6 +137,7 @@ pub struct DotsClient {
     http: reqwest::Client,
     config: ClientConfig,
     limiter: Option<RateLimiter>,
+    observer: Option<std::sync::Arc<dyn CallObserver>>,
 }
 
 impl DotsClient {
@@ -137,7 +157,27 @@ impl DotsClient {
             http,
             config,
             limiter,
+            observer: None,
         })
+    }
+
+    /// This client (a clone sharing its connections and rate limiter) reporting every call's
+    /// outcome to `observer`.
+    pub fn observed_by(&self, observer: std::sync::Arc<dyn CallObserver>) -> DotsClient {
+        DotsClient {
+            observer: Some(observer),
+            ..self.clone()
+        }
+    }
+
+    /// A cheap documented read (`GET /v2/flows?limit=1`): whether Dots answers and accepts
+    /// our credentials. The circuits' half-open probe.
+    #[instrument(skip(self), err(Display, level = "debug"))]
+    pub async fn probe(&self) -> Result<(), DotsError> {
+        let q = [("limit", "1".to_string())];
+        self.call::<(), Page<Flow>>("GET /v2/flows", Method::GET, "/v2/flows", &q, None)
+            .await
+            .map(|_| ())
     }
 
     pub fn base_url(&self) -> &str {
@@ -187,15 +227,18 @@ impl DotsClient {
     }
 
     /// The newest flow whose metadata has `key` = `value`, looking only at flows created at or
-    /// after `not_before` (the list is newest first, so the scan stops there).
+    /// after `not_before` and at most `max_pages` pages of 100 (the list is newest first and
+    /// has no filter in the v2 API — `GET /v2/flows` takes only `limit` and cursors — so the
+    /// scan stops at `not_before` or at the page bound, whichever comes first).
     pub async fn find_flow(
         &self,
         key: &str,
         value: &str,
         not_before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<Flow>, DotsError> {
+        max_pages: usize,
+    ) -> Result<FlowSearch, DotsError> {
         let mut cursor = None;
-        loop {
+        for _ in 0..max_pages.max(1) {
             let page = self.list_flows_page(cursor).await?;
             for f in &page.data {
                 if f.metadata
@@ -204,14 +247,15 @@ impl DotsClient {
                     .and_then(|v| v.as_str())
                     == Some(value)
                 {
-                    return Ok(Some(f.clone()));
+                    return Ok(FlowSearch::Found(f.clone()));
                 }
             }
             match page.data.last() {
                 Some(last) if page.has_more && last.created >= not_before => cursor = Some(last.id),
-                _ => return Ok(None),
+                _ => return Ok(FlowSearch::NotFound),
             }
         }
+        Ok(FlowSearch::TooMany { pages: max_pages })
     }
 
     #[instrument(skip(self, req), fields(user_id = %req.user_id, amount = req.amount, key = ?req.idempotency_key), err(Display, level = "info"))]
@@ -308,6 +352,9 @@ impl DotsClient {
             Err(DotsError::DuplicateKey(_)) => "duplicate_key".to_string(),
         };
         crate::metrics::dots_request(endpoint, &outcome);
+        if let Some(o) = &self.observer {
+            o.observed(endpoint, res.as_ref().map(|_| ()));
+        }
         res
     }
 
@@ -352,7 +399,11 @@ fn classify_send_error(e: reqwest::Error) -> DotsError {
     }
 }
 
-fn classify_status(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> DotsError {
+pub(super) fn classify_status(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> DotsError {
     let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let code = parsed.error_code.clone();
     let message = parsed

@@ -7,4 +7,5 @@ pub mod client;
 pub mod limiter;
 pub mod retry;
 pub mod sim;
+pub mod systemic;
 pub mod types;

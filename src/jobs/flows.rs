@@ -11,15 +11,20 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::{Engine, JobError, Next, Step, item_metadata};
-use crate::dots::client::ErrorClass;
+use crate::dots::client::{ErrorClass, FlowSearch};
 use crate::dots::types::CreateFlow;
 use crate::item::ItemState;
 use crate::store::ItemRecord;
 
-/// How far before the item's last write (the payout call's intent) to look for a flow that
-/// interrupted call may have made: the intent commits just before the call, so a minute covers
-/// any clock difference between this host and Dots.
+/// How far before the payout call's intent to look for a flow that interrupted call may have
+/// made: the intent commits just before the call, so a minute covers any clock difference
+/// between this host and Dots.
 const FLOW_SEARCH_SLACK_MS: i64 = 60_000;
+
+/// At most this many pages of 100 flows are read looking for it (`GET /v2/flows` has no filter;
+/// the list is newest first). Past it the search gives up and a new flow is made: a second
+/// link for the payee at worst, never a second payment (the money moved with the transfer).
+const FLOW_SEARCH_MAX_PAGES: usize = 10;
 
 impl Engine {
     #[instrument(skip_all, fields(batch_id = %item.batch_id, item_id = %item.id))]
@@ -70,17 +75,24 @@ impl Engine {
             return Ok(Step::done(Next::Idle));
         };
         if item.payout_call_open && !payout_intent_ours {
-            // A crash left the last payout-flow call without an outcome: reuse the flow if Dots
-            // made it (found by our metadata among flows created since the call), else make one.
-            let since =
-                chrono::DateTime::from_timestamp_millis(item.updated_at - FLOW_SEARCH_SLACK_MS)
-                    .unwrap_or_default();
-            match self
+            // A crash (or a lost answer) left the last payout-flow call without an outcome:
+            // reuse the flow if Dots made it (found by our metadata among flows created since
+            // the call's intent, read from its event: later retries do not move the bound), else
+            // make one.
+            let intent_at = self
+                .store
+                .last_event_at(id, "payout_intent")
+                .await?
+                .unwrap_or(item.updated_at);
+            let since = chrono::DateTime::from_timestamp_millis(intent_at - FLOW_SEARCH_SLACK_MS)
+                .unwrap_or_default();
+            let key = item.id.to_string();
+            let found = self
                 .dots
-                .find_flow("payrun_item_id", &item.id.to_string(), since)
-                .await
-            {
-                Ok(Some(flow)) => {
+                .find_flow("payrun_item_id", &key, since, FLOW_SEARCH_MAX_PAGES)
+                .await;
+            match found {
+                Ok(FlowSearch::Found(flow)) => {
                     let next_poll = self.next_poll_at(0);
                     self.store
                         .record_payout_flow(id, flow.id, &flow.link, next_poll, None)
@@ -94,12 +106,24 @@ impl Engine {
                         .await?;
                     return Ok(Step::done(Next::Idle));
                 }
-                Ok(None) => {
+                Ok(FlowSearch::NotFound) => {
                     self.store
                         .record_event(
                             id,
                             "reconcile",
                             "no payout flow was made by the interrupted call",
+                        )
+                        .await?;
+                }
+                Ok(FlowSearch::TooMany { pages }) => {
+                    self.store
+                        .record_event(
+                            id,
+                            "reconcile",
+                            &format!(
+                                "no payout flow of the interrupted call in the newest {pages} \
+                                 pages of flows; making a new one"
+                            ),
                         )
                         .await?;
                 }

@@ -10,6 +10,7 @@
 //! scheduled by us, not by apalis, so backoff with jitter and `Retry-After` are honoured
 //! (apalis' `RetryAfterError` ignores its delay; see shared/apalis-1.0-notes.md).
 
+pub mod circuit;
 pub mod feed;
 mod flows;
 pub mod gate;
@@ -32,7 +33,7 @@ use tracing::{Instrument, info_span};
 
 use crate::batch::{BatchId, ItemId};
 use crate::config::WorkerSettings;
-use crate::dots::client::{DotsClient, DotsError, ErrorClass};
+use crate::dots::client::{DotsClient, DotsError};
 use crate::item::ItemState;
 use crate::store::{ItemRecord, Store, StoreError, now_ms};
 
@@ -146,18 +147,23 @@ pub struct Engine {
     pub health: crate::health::Health,
     /// The blocked batches (paused, held for funds), read at most every `worker.feed_ms`.
     gate: gate::GateCache,
+    /// This process' circuits for systemic Dots conditions, fed by `dots`' every call.
+    pub circuits: Arc<circuit::Circuits>,
 }
 
 impl Engine {
     pub fn new(store: Store, dots: DotsClient, settings: WorkerSettings, owner: &str) -> Engine {
+        let health = crate::health::Health::new();
+        let circuits = circuit::circuits_for(&settings, health.clone());
         Engine {
             store,
-            dots,
+            dots: dots.observed_by(circuits.clone()),
             owner: owner.into(),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             approved_batches: Arc::default(),
-            health: crate::health::Health::new(),
+            health,
             gate: gate::GateCache::new(Duration::from_millis(settings.feed_ms.max(10))),
+            circuits,
             settings: Arc::new(settings),
         }
     }
@@ -280,6 +286,12 @@ impl Engine {
                 };
                 item = leased;
             }
+            // An open circuit (Dots refuses our key, is down, throttles): no Dots call; the
+            // item waits for the next probe, nothing counted against it.
+            if let Some(until) = self.circuit_gate().await? {
+                self.store.defer_item(id, until).await?;
+                return Ok(Lease::Held(Next::RetryAt(until)));
+            }
             let step = match item.state {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
@@ -359,8 +371,8 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a failed non-transfer call: retry later, or fail the item if permanent or out of
-    /// attempts.
+    /// Records a failed non-transfer call: held (an open circuit: nothing counted), retried
+    /// later, or the item failed (refused, or out of time: `plan::after_step_failure`).
     async fn step_failed(
         &self,
         item: &ItemRecord,
@@ -370,19 +382,26 @@ impl Engine {
     ) -> Result<Step, JobError> {
         let id = item.id;
         let msg = format!("{what}: {err}");
-        let out_of_attempts = item.attempts + 1 >= self.settings.max_attempts as i64;
-        if err.class() == ErrorClass::Permanent || out_of_attempts {
-            let reason = if out_of_attempts {
-                format!("{msg} (gave up after {} attempts)", item.attempts + 1)
-            } else {
-                msg
-            };
-            self.store.fail_item(id, state, &reason).await?;
-            return Ok(Step::done(Next::Idle));
+        if let Some(until) = self.held_by_circuit(err).await? {
+            self.store
+                .record_retry(id, state, &msg, until, None)
+                .await?;
+            return Ok(Step::done(Next::RetryAt(until)));
         }
-        let at = self.next_attempt_at(item.attempts, Some(err));
-        self.store.record_retry(id, state, &msg, at).await?;
-        Ok(Step::done(Next::RetryAt(at)))
+        let now = self.now();
+        let reason = match plan::after_step_failure(item, err.class(), now, &self.settings) {
+            plan::StepAfter::RetryLater => {
+                let at = self.next_attempt_at(item.attempts, Some(err));
+                self.store
+                    .record_retry(id, state, &msg, at, Some(now))
+                    .await?;
+                return Ok(Step::done(Next::RetryAt(at)));
+            }
+            plan::StepAfter::Refused => msg,
+            plan::StepAfter::GaveUp => plan::gave_up_reason(item, now, &msg),
+        };
+        self.store.fail_item(id, state, &reason).await?;
+        Ok(Step::done(Next::Idle))
     }
 }
 

@@ -1,7 +1,10 @@
 //! The transfer step's decision, in one pure function: from the item as stored, the clock and
 //! the settings, [`TransferPlan::for_item`] says whether to record a transfer already on file,
 //! fail, reconcile first, or send with which key; [`after_failure`] says what a failed call
-//! leads to. No I/O: `transfer.rs` carries the plan out, and `lease.rs` reads the same plan to
+//! leads to; [`after_step_failure`] decides the same for the other steps' calls (flows), and
+//! [`last_attempt`] is the time budget both share: a step gives up `worker.give_up_after_secs`
+//! after its first failure, whatever the count (see [`gave_up_reason`] for the history an item
+//! that gives up keeps). No I/O: `transfer.rs` carries the plan out, and `lease.rs` reads the same plan to
 //! know whether the step may call Dots more than once (reconcile). See ARCHITECTURE.md,
 //! "Transfer safety protocol".
 
@@ -9,6 +12,7 @@ use uuid::Uuid;
 
 use crate::batch::ItemId;
 use crate::config::WorkerSettings;
+use crate::dots::client::ErrorClass;
 use crate::item::{CallOutcome, IdempotencyKey, TransferOutcome};
 use crate::store::ItemRecord;
 
@@ -72,7 +76,7 @@ impl TransferPlan {
     pub fn for_item(item: &ItemRecord, now: i64, settings: &WorkerSettings) -> TransferPlan {
         let action = action_for(item, now);
         let may_reconcile_on_failure = matches!(action, TransferAction::Send { .. })
-            && (last_attempt(item, settings) || had_unclear_attempts(item));
+            && (last_attempt(item, now, settings) || had_unclear_attempts(item));
         TransferPlan {
             action,
             may_reconcile_on_failure,
@@ -137,16 +141,18 @@ pub enum AfterFailure {
     Fail,
 }
 
-/// The decision after a failed call; `item` is the row as it was before the call's intent.
+/// The decision after a failed call at `now`; `item` is the row as it was before the call's
+/// intent.
 pub fn after_failure(
     item: &ItemRecord,
     outcome: CallOutcome,
+    now: i64,
     settings: &WorkerSettings,
 ) -> AfterFailure {
     if outcome == CallOutcome::DuplicateKey {
         return AfterFailure::ReconcileNext;
     }
-    if outcome != CallOutcome::Permanent && !last_attempt(item, settings) {
+    if outcome != CallOutcome::Permanent && !last_attempt(item, now, settings) {
         return AfterFailure::RetryLater;
     }
     if had_unclear_attempts(item) || outcome == CallOutcome::Ambiguous {
@@ -156,9 +162,65 @@ pub fn after_failure(
     }
 }
 
-/// The next failure uses up the item's attempts.
-pub fn last_attempt(item: &ItemRecord, settings: &WorkerSettings) -> bool {
-    item.attempts + 1 >= settings.max_attempts as i64
+/// A failure at `now` uses up the step's time budget: `worker.give_up_after_secs` have passed
+/// since the step's first failure (`step_since`; a first failure is its own start).
+pub fn last_attempt(item: &ItemRecord, now: i64, settings: &WorkerSettings) -> bool {
+    let since = item.step_since.unwrap_or(now);
+    now - since >= settings.give_up_after_secs as i64 * 1000
+}
+
+/// What a failed call of a step other than the transfer (a flow) leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAfter {
+    /// Retry later (backoff); an attempt is counted and the step's budget runs.
+    RetryLater,
+    /// Dots refused the request for the item: fail it.
+    Refused,
+    /// Retryable or unclear for the whole budget: fail it with the history.
+    GaveUp,
+}
+
+/// The decision after a flow call failed with `class` at `now`.
+pub fn after_step_failure(
+    item: &ItemRecord,
+    class: ErrorClass,
+    now: i64,
+    settings: &WorkerSettings,
+) -> StepAfter {
+    match class {
+        ErrorClass::Permanent => StepAfter::Refused,
+        _ if last_attempt(item, now, settings) => StepAfter::GaveUp,
+        _ => StepAfter::RetryLater,
+    }
+}
+
+/// The reason an item that gave up fails with: how many attempts over how long, the first
+/// and the last error.
+pub fn gave_up_reason(item: &ItemRecord, now: i64, last: &str) -> String {
+    let since = item.step_since.unwrap_or(now);
+    let attempts = item.attempts + 1;
+    let took = humanize_ms(now - since);
+    match item.step_first_error.as_deref() {
+        Some(first) if first != last => format!(
+            "gave up after {attempts} attempts over {took}: first error: {first}; last error: {last}"
+        ),
+        _ => format!("gave up after {attempts} attempts over {took}: {last}"),
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+fn humanize_ms(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {sec}s")
+    } else {
+        format!("{sec}s")
+    }
 }
 
 /// Earlier attempts (before the one about to be made) may have moved money.

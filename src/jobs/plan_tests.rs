@@ -1,5 +1,6 @@
 //! The transfer decision, row by row: every combination of key on record, call left open,
-//! recorded outcome, key aged out and last attempt.
+//! recorded outcome, key aged out, time budget spent and attempts made (which no longer
+//! matter: the budget is time); then the give-up rule of every step.
 
 use super::*;
 use crate::batch::BatchId;
@@ -20,6 +21,7 @@ fn item(
     last: bool,
 ) -> ItemRecord {
     let s = settings();
+    let budget_ms = s.give_up_after_secs as i64 * 1000;
     let id = ItemId::for_line(BatchId::new_random(), 2);
     ItemRecord {
         id,
@@ -47,7 +49,7 @@ fn item(
         payout_flow_id: None,
         payout_link: None,
         payout_call_open: false,
-        attempts: if last { s.max_attempts as i64 - 1 } else { 0 },
+        attempts: 3,
         next_attempt_at: 1,
         next_poll_at: None,
         polls: 0,
@@ -56,6 +58,8 @@ fn item(
         last_error: None,
         api_calls: 0,
         updated_at: 0,
+        step_since: Some(if last { NOW - budget_ms } else { NOW - 1 }),
+        step_first_error: Some("HTTP 503".into()),
     }
 }
 
@@ -97,38 +101,43 @@ fn every_row_of_the_transfer_decision() {
             for outcome in outcomes.clone() {
                 for aged in [false, true] {
                     for last in [false, true] {
-                        let it = item(key, open, outcome, aged, last);
-                        let plan = TransferPlan::for_item(&it, NOW, &s);
-                        let same = KeyUse {
-                            key: IdempotencyKey::derive(it.id, 3),
-                            generation: 3,
-                            key_at: it.transfer_key_at.unwrap_or(NOW),
-                        };
-                        let next = KeyUse::new(it.id, 4, NOW);
-                        let user = Uuid::from_u128(7);
-                        let send = |key| TransferAction::Send { user, key };
-                        let reconcile = |if_none| TransferAction::Reconcile { user, if_none };
-                        let expected = match want(key, open, outcome, aged) {
-                            Want::SendSame => send(same),
-                            Want::SendNew => send(KeyUse::new(it.id, 3, NOW)),
-                            Want::ReconcileSame => reconcile(IfNone::Send(same)),
-                            Want::ReconcileNext => reconcile(IfNone::Send(next)),
-                            Want::ReconcileWait => reconcile(IfNone::Wait),
-                        };
-                        let row =
-                            format!("key {key} open {open} {outcome:?} aged {aged} last {last}");
-                        assert_eq!(plan.action, expected, "{row}");
-                        // A step may reconcile when it starts by reconciling, or when its call
-                        // may be the last attempt (which looks at Dots before failing).
-                        let reconciles = matches!(expected, TransferAction::Reconcile { .. });
-                        assert_eq!(plan.may_reconcile(), reconciles || last, "{row}");
-                        rows += 1;
+                        for many in [false, true] {
+                            let mut it = item(key, open, outcome, aged, last);
+                            // Thousands of attempts within the budget are not the last.
+                            it.attempts = if many { 5_000 } else { 3 };
+                            let plan = TransferPlan::for_item(&it, NOW, &s);
+                            let same = KeyUse {
+                                key: IdempotencyKey::derive(it.id, 3),
+                                generation: 3,
+                                key_at: it.transfer_key_at.unwrap_or(NOW),
+                            };
+                            let next = KeyUse::new(it.id, 4, NOW);
+                            let user = Uuid::from_u128(7);
+                            let send = |key| TransferAction::Send { user, key };
+                            let reconcile = |if_none| TransferAction::Reconcile { user, if_none };
+                            let expected = match want(key, open, outcome, aged) {
+                                Want::SendSame => send(same),
+                                Want::SendNew => send(KeyUse::new(it.id, 3, NOW)),
+                                Want::ReconcileSame => reconcile(IfNone::Send(same)),
+                                Want::ReconcileNext => reconcile(IfNone::Send(next)),
+                                Want::ReconcileWait => reconcile(IfNone::Wait),
+                            };
+                            let row = format!(
+                                "key {key} open {open} {outcome:?} aged {aged} last {last} many {many}"
+                            );
+                            assert_eq!(plan.action, expected, "{row}");
+                            // A step may reconcile when it starts by reconciling, or when its call
+                            // may be the last attempt (which looks at Dots before failing).
+                            let reconciles = matches!(expected, TransferAction::Reconcile { .. });
+                            assert_eq!(plan.may_reconcile(), reconciles || last, "{row}");
+                            rows += 1;
+                        }
                     }
                 }
             }
         }
     }
-    assert_eq!(rows, 2 * 2 * 8 * 2 * 2);
+    assert_eq!(rows, 2 * 2 * 8 * 2 * 2 * 2);
 }
 
 #[test]
@@ -168,9 +177,65 @@ fn a_failed_call_reconciles_before_failing_only_after_an_unclear_attempt() {
         let mut it = item(true, false, None, false, last);
         it.transfer_attempts = earlier;
         assert_eq!(
-            after_failure(&it, outcome, &s),
+            after_failure(&it, outcome, NOW, &s),
             expected,
             "{outcome:?} last {last} earlier {earlier}"
         );
     }
+}
+
+#[test]
+fn a_step_gives_up_when_its_time_budget_is_spent_not_after_a_count() {
+    use ErrorClass::*;
+    use StepAfter::*;
+    let s = settings();
+    let budget = s.give_up_after_secs as i64 * 1000;
+    assert_eq!(budget, 72 * 3600 * 1000, "the default budget is 72 h");
+    // (class, the step's first failure this long ago (None: this is the first), attempts, then)
+    let rows = [
+        (Retryable, None, 0, RetryLater),
+        (Ambiguous, None, 0, RetryLater),
+        (Retryable, Some(budget - 1), 10_000, RetryLater),
+        (Ambiguous, Some(budget - 1), 2, RetryLater),
+        (Retryable, Some(budget), 2, GaveUp),
+        (Ambiguous, Some(budget + 1), 0, GaveUp),
+        (DuplicateKey, Some(budget), 0, GaveUp),
+        (Permanent, None, 0, Refused),
+        (Permanent, Some(budget - 1), 0, Refused),
+    ];
+    for (class, ago, attempts, expected) in rows {
+        let mut it = item(true, false, None, false, false);
+        it.step_since = ago.map(|a| NOW - a);
+        it.attempts = attempts;
+        assert_eq!(
+            after_step_failure(&it, class, NOW, &s),
+            expected,
+            "{class:?} {ago:?} {attempts}"
+        );
+        assert_eq!(last_attempt(&it, NOW, &s), ago.is_some_and(|a| a >= budget));
+    }
+    // A budget of zero gives up at the first failure (the old max_attempts = 1).
+    let mut zero = settings();
+    zero.give_up_after_secs = 0;
+    let mut it = item(true, false, None, false, false);
+    it.step_since = None;
+    assert_eq!(after_step_failure(&it, Retryable, NOW, &zero), GaveUp);
+}
+
+#[test]
+fn an_item_that_gives_up_keeps_the_history_in_its_reason() {
+    let mut it = item(true, false, None, false, true);
+    it.attempts = 41;
+    it.step_since = Some(NOW - (72 * 3600 + 125) * 1000);
+    it.step_first_error = Some("cannot connect".into());
+    assert_eq!(
+        gave_up_reason(&it, NOW, "HTTP 503"),
+        "gave up after 42 attempts over 3d 0h: first error: cannot connect; last error: HTTP 503"
+    );
+    it.step_since = Some(NOW - 125_000);
+    it.step_first_error = Some("HTTP 503".into());
+    assert_eq!(
+        gave_up_reason(&it, NOW, "HTTP 503"),
+        "gave up after 42 attempts over 2m 5s: HTTP 503"
+    );
 }

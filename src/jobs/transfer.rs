@@ -80,6 +80,7 @@ impl Engine {
                                     CallOutcome::DuplicateKey,
                                     "key seen by Dots, no transfer listed yet",
                                     at,
+                                    Some(self.now()),
                                 )
                                 .await?;
                             return Ok(Step::done(Next::RetryAt(at)));
@@ -189,27 +190,41 @@ impl Engine {
     ) -> Result<Step, JobError> {
         let id = item.id;
         let msg = err.to_string();
-        let then = after_failure(item, outcome, &self.settings);
+        let now = self.now();
+        if let Some(until) = self.held_by_circuit(err).await? {
+            // Systemic (an open circuit, or our key refused): nothing counted against the item.
+            // The call is closed with what it may have done: a refusal moved nothing, an unclear
+            // call is retried with the same key or reconciled like any other.
+            let closed = match outcome {
+                CallOutcome::Permanent => CallOutcome::Retryable,
+                other => other,
+            };
+            self.store
+                .record_transfer_failure(id, closed, &msg, until, None)
+                .await?;
+            return Ok(Step::done(Next::RetryAt(until)));
+        }
+        let then = after_failure(item, outcome, now, &self.settings);
         match then {
             AfterFailure::ReconcileNext => {
                 // Reconcile on the next turn, straight away.
                 return Ok(self
                     .store
-                    .record_transfer_failure(id, outcome, &msg, self.now())
+                    .record_transfer_failure(id, outcome, &msg, now, Some(now))
                     .await?
                     .into());
             }
             AfterFailure::RetryLater => {
                 let at = self.next_attempt_at(item.attempts, Some(err));
                 self.store
-                    .record_transfer_failure(id, outcome, &msg, at)
+                    .record_transfer_failure(id, outcome, &msg, at, Some(now))
                     .await?;
                 return Ok(Step::done(Next::RetryAt(at)));
             }
             AfterFailure::ReconcileThenFail => match self.reconcile(item, user).await {
                 Ok(Reconciled::Found(t)) => {
                     self.store
-                        .record_transfer_failure(id, outcome, &msg, 0)
+                        .record_transfer_failure(id, outcome, &msg, 0, Some(now))
                         .await?;
                     return Ok(self
                         .store
@@ -219,14 +234,17 @@ impl Engine {
                 }
                 Ok(Reconciled::None) => {}
                 Err(e) => {
-                    // Cannot tell: keep the item alive and try again later.
-                    let at = self.next_attempt_at(item.attempts, Some(&e));
+                    // Cannot tell: keep the item alive and try again later (held, uncounted,
+                    // when the reconciliation met an open circuit).
+                    let held = self.held_by_circuit(&e).await?;
+                    let at = held.unwrap_or_else(|| self.next_attempt_at(item.attempts, Some(&e)));
                     self.store
                         .record_transfer_failure(
                             id,
                             CallOutcome::Ambiguous,
                             &format!("{msg}; reconciliation failed: {e}"),
                             at,
+                            held.is_none().then_some(now),
                         )
                         .await?;
                     return Ok(Step::done(Next::RetryAt(at)));
@@ -235,15 +253,12 @@ impl Engine {
             AfterFailure::Fail => {}
         }
         self.store
-            .record_transfer_failure(id, outcome, &msg, 0)
+            .record_transfer_failure(id, outcome, &msg, 0, Some(now))
             .await?;
         let reason = if outcome == CallOutcome::Permanent {
             format!("transfer refused: {msg}")
         } else {
-            format!(
-                "transfer gave up after {} attempts: {msg}",
-                item.attempts + 1
-            )
+            format!("transfer {}", super::plan::gave_up_reason(item, now, &msg))
         };
         self.store
             .fail_item(id, ItemState::Transferring, &reason)

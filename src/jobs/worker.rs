@@ -89,6 +89,10 @@ async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynErro
     let Ok(_running) = shared.polling.try_lock() else {
         return Ok(());
     };
+    // No Dots calls while a circuit is open (`jobs::circuit`).
+    if shared.engine.circuits.blocked().is_some() {
+        return Ok(());
+    }
     // Items it moves back to work (onboarded payees) are fed by the feeder.
     poll::poll_due(&shared.engine, now_ms(), 1000).await?;
     Ok(())
@@ -112,6 +116,8 @@ pub async fn run(
     let queue = Queue::new(&engine.store, heartbeat);
     let resumed = resume(&engine).await?;
     info!(resumed, worker = %engine.owner, "worker starting");
+    // One probe decides the credentials circuit before any item is touched.
+    engine.start_probe().await?;
     let schedule = cron::Schedule::from_str(&settings.poll_cron)
         .map_err(|e| anyhow::anyhow!("bad poll_cron {:?}: {e}", settings.poll_cron))?;
     let shared = Shared {
@@ -151,6 +157,12 @@ pub async fn run(
             }
         });
     }
+    // Half-open probes of open circuits (`jobs::circuit`).
+    tokio::spawn(super::circuit::run_probes(
+        engine.clone(),
+        Duration::from_millis(250),
+        rx.clone(),
+    ));
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);

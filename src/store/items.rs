@@ -59,6 +59,13 @@ impl Store {
         )
     }
 
+    /// When the item's newest event of `kind` was written (unix ms), if it has one.
+    pub async fn last_event_at(&self, id: ItemId, kind: &str) -> Result<Option<i64>, StoreError> {
+        Ok(on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT MAX(at) FROM item_events WHERE item_id = $1 AND kind = $2")
+            .bind(id.to_string()).bind(kind).fetch_one(p).await?))
+    }
+
     /// The item's history, oldest first. It opens with the item's creation, which is not a row
     /// of `item_events`: bulk intake stores a batch's items without an event each (it would
     /// double the rows written), so that first entry (id 0) is read from the batch.

@@ -23,6 +23,7 @@ mod migrate_lock;
 mod queue_tables;
 mod record;
 pub mod source;
+mod systemic;
 mod transitions;
 mod writes;
 

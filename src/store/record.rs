@@ -14,7 +14,8 @@ pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cent
     email, country_code, phone_number, dots_user_id, state, onboarding_flow_id, onboarding_link,
     transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
-    next_attempt_at, next_poll_at, polls, lease_owner, lease_until, last_error, api_calls, updated_at";
+    next_attempt_at, next_poll_at, polls, lease_owner, lease_until, last_error, api_calls, updated_at,
+    step_since, step_first_error";
 
 /// An item row as stored (text ids, integer flags).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -53,6 +54,8 @@ pub(super) struct ItemRow {
     last_error: Option<String>,
     api_calls: i64,
     updated_at: i64,
+    step_since: Option<i64>,
+    step_first_error: Option<String>,
 }
 
 /// An item as stored, parsed: ids, state, amount, key and outcome are domain types.
@@ -94,6 +97,11 @@ pub struct ItemRecord {
     pub last_error: Option<String>,
     pub api_calls: i64,
     pub updated_at: i64,
+    /// When the current step first failed (engine clock); `None` after a success or a step
+    /// change. The step gives up `worker.give_up_after_secs` after it.
+    pub step_since: Option<i64>,
+    /// That first failure, for the history in the reason of an item that gives up.
+    pub step_first_error: Option<String>,
 }
 
 fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
@@ -162,6 +170,8 @@ impl TryFrom<ItemRow> for ItemRecord {
             last_error: r.last_error,
             api_calls: r.api_calls,
             updated_at: r.updated_at,
+            step_since: r.step_since,
+            step_first_error: r.step_first_error,
         })
     }
 }

@@ -58,11 +58,13 @@ impl Store {
         }
         let now = now_ms();
         let mut b = Binds::default();
-        let set = Set::new()
-            .val("state", to.as_str())
-            .val("updated_at", now)
-            .and(c.set)
-            .render(&mut b);
+        let mut set = Set::new().val("state", to.as_str()).val("updated_at", now);
+        if to != ItemState::Failed {
+            // A new step: its attempts and its time budget start over. (A failed item keeps
+            // its history for the report.)
+            set = set.raw("attempts = 0, step_since = NULL, step_first_error = NULL");
+        }
+        let set = set.and(c.set).render(&mut b);
         let release = match c.release {
             // As `release_lease`, in this statement: only this owner's lease. (SET expressions
             // read the row as it was, so both CASEs see the old owner.)
@@ -206,6 +208,8 @@ enum Part {
     Add(&'static str, Bind),
     /// SQL with no values (`polls = 0`, `api_calls = api_calls + 1`).
     Raw(&'static str),
+    /// `column = COALESCE(column, <value>)`: the value unless one is on record.
+    First(&'static str, Bind),
 }
 
 /// The columns a write sets, with their values; numbered only when rendered.
@@ -224,6 +228,11 @@ impl Set {
     /// `column = column + value`.
     pub(super) fn add(mut self, column: &'static str, v: impl Into<Bind>) -> Set {
         self.0.push(Part::Add(column, v.into()));
+        self
+    }
+    /// `column = value` unless the column holds one already (NULL only).
+    pub(super) fn first(mut self, column: &'static str, v: impl Into<Bind>) -> Set {
+        self.0.push(Part::First(column, v.into()));
         self
     }
     /// Assignments with no values, as SQL.
@@ -245,6 +254,7 @@ impl Set {
                 Part::Val(c, v) => format!("{c} = {}", b.push(v)),
                 Part::Add(c, v) => format!("{c} = {c} + {}", b.push(v)),
                 Part::Raw(sql) => sql.to_owned(),
+                Part::First(c, v) => format!("{c} = COALESCE({c}, {})", b.push(v)),
             })
             .collect();
         parts.join(", ")
@@ -307,18 +317,21 @@ mod tests {
             .raw("polls = 0")
             .add("api_calls", 2)
             .val("dots_user_id", "u".to_string())
+            .first("step_since", 9)
             .render(&mut b);
         assert_eq!(
             set,
-            "state = $1, polls = 0, api_calls = api_calls + $2, dots_user_id = $3"
+            "state = $1, polls = 0, api_calls = api_calls + $2, dots_user_id = $3, \
+             step_since = COALESCE(step_since, $4)"
         );
-        assert_eq!(b.push(ItemState::Pending.as_str()), "$4");
+        assert_eq!(b.push(ItemState::Pending.as_str()), "$5");
         assert_eq!(
             b.0,
             vec![
                 Bind::S("transferring".into()),
                 Bind::I(2),
                 Bind::S("u".into()),
+                Bind::I(9),
                 Bind::S("pending".into())
             ]
         );

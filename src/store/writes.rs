@@ -102,18 +102,21 @@ impl Store {
     }
 
     /// Phase 3, no success: the call is closed with its outcome; retry at `next_attempt_at`.
+    /// `failed_at` (engine clock): the failure is the item's, an attempt counted and the
+    /// step's budget started if it was not; `None`: held by an open circuit, nothing counted.
     pub async fn record_transfer_failure(
         &self,
         id: ItemId,
         outcome: CallOutcome,
         error: &str,
         next_attempt_at: i64,
+        failed_at: Option<i64>,
     ) -> Result<Option<ItemRecord>, StoreError> {
         let set = Set::new()
             .raw("transfer_call_open = 0")
             .val("transfer_outcome", outcome.as_str())
             .val("last_error", error)
-            .raw("attempts = attempts + 1")
+            .and(charge(failed_at, error))
             .val("next_attempt_at", next_attempt_at);
         let detail = format!("{}: {error}", outcome.as_str());
         self.update_in_state(id, ItemState::Transferring, set, "transfer_error", &detail)
@@ -211,7 +214,7 @@ impl Store {
             .val("payout_link", link)
             .raw("payout_call_open = 0")
             .val("next_poll_at", next_poll_at)
-            .raw("polls = 0, attempts = 0, next_attempt_at = 1, last_error = NULL");
+            .raw("polls = 0, next_attempt_at = 1, last_error = NULL");
         let mut c = Change::new(set, &detail);
         c.release = release;
         let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
@@ -245,12 +248,14 @@ impl Store {
         state: ItemState,
         error: &str,
         next_attempt_at: i64,
+        failed_at: Option<i64>,
     ) -> Result<Option<ItemRecord>, StoreError> {
         let set = Set::new()
             .val("last_error", error)
-            .raw("attempts = attempts + 1")
+            .and(charge(failed_at, error))
             .val("next_attempt_at", next_attempt_at);
-        self.update_in_state(id, state, set, "retry", error).await
+        let kind = if failed_at.is_some() { "retry" } else { "held" };
+        self.update_in_state(id, state, set, kind, error).await
     }
 
     /// Any state -> failed, with the reason kept as `last_error`.
@@ -277,7 +282,7 @@ impl Store {
         id: ItemId,
         has_transfer: bool,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        let set = Set::new().raw("attempts = 0, next_attempt_at = 1, last_error = NULL");
+        let set = Set::new().raw("next_attempt_at = 1, last_error = NULL");
         if has_transfer {
             self.transition(
                 id,
@@ -331,10 +336,21 @@ impl Store {
             ItemState::AwaitingPayout => ItemState::Transferred,
             _ => ItemState::Pending,
         };
-        let set = Set::new()
-            .raw("next_poll_at = NULL, attempts = 0, next_attempt_at = 1, payout_call_open = 0");
+        let set = Set::new().raw("next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0");
         self.transition(id, from, to, set, "new flow link requested by operator")
             .await
+    }
+}
+
+/// What a failure charges to the item: with `failed_at`, one attempt, and the step's first
+/// failure (time and error) unless one is on record; without (held by a circuit), nothing.
+fn charge(failed_at: Option<i64>, error: &str) -> Set {
+    match failed_at {
+        Some(at) => Set::new()
+            .raw("attempts = attempts + 1")
+            .first("step_since", at)
+            .first("step_first_error", error),
+        None => Set::new(),
     }
 }
 
@@ -365,7 +381,7 @@ fn transfer_done_set(transfer_id: Uuid) -> Set {
         .val("transfer_id", transfer_id.to_string())
         .raw("transfer_call_open = 0")
         .val("transfer_outcome", TransferOutcome::Ok.as_str())
-        .raw("attempts = 0, next_attempt_at = 1, last_error = NULL")
+        .raw("next_attempt_at = 1, last_error = NULL")
 }
 
 /// The `SET` of a payout flow's intent.

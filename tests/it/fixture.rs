@@ -54,9 +54,11 @@ pub async fn batch_with_a_failed_item(app: &TestApp, paid: &[&str]) -> (BatchId,
             ItemState::AwaitingPayout
         );
     }
-    let attempts = app.settings.worker.max_attempts as usize;
-    app.sim()
-        .inject("POST /v2/flows", Fault::Status(500), attempts);
+    // The payout flow fails, and fails again once the step's time budget is spent.
+    app.sim().inject("POST /v2/flows", Fault::Status(500), 2);
+    let broke = app.item(batch, "broke").await.id;
+    app.engine.process_item(broke).await.expect("process item");
+    app.spend_time_budget();
     app.step_until_idle(batch).await;
     let failed = app.item(batch, "broke").await;
     assert_eq!(

@@ -32,5 +32,6 @@ mod secrets;
 mod sim_api;
 mod sim_schema;
 mod store;
+mod systemic;
 mod webhook;
 mod webhook_flow;

@@ -277,12 +277,15 @@ async fn rerunning_an_item_that_failed_after_its_transfer_only_redoes_the_payout
         .batch(&format!("{HEADER}{}", known_payee_row("p", "8.00")))
         .await;
     let id = app.item(batch, "p").await.id;
-    let attempts = app.settings.worker.max_attempts as usize;
+    // Fails, then fails again once the step's time budget is spent: the item gives up.
+    let attempts = 2;
     app.sim().inject(
         "POST /v2/flows",
         payrun::dots::sim::Fault::Status(500),
         attempts,
     );
+    app.engine.process_item(id).await.expect("process item");
+    app.spend_time_budget();
     app.step_until_idle(batch).await;
     let failed = app.item(batch, "p").await;
     assert_eq!(failed.state, ItemState::Failed, "payout flow kept failing");

@@ -150,7 +150,7 @@ async fn a_duplicate_key_rejection_is_reconciled_to_the_existing_transfer(b: Bac
     crash_after_intent(&app, &item, true).await;
     let id = item.id;
     app.store
-        .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 502", 0)
+        .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 502", 0, Some(now_ms()))
         .await
         .unwrap();
 
@@ -184,7 +184,7 @@ async fn an_unclear_attempt_older_than_the_key_window_is_reconciled_before_a_new
     crash_after_intent(&app, &item, false).await;
     let id = item.id;
     app.store
-        .record_transfer_failure(id, CallOutcome::Ambiguous, "timed out", 0)
+        .record_transfer_failure(id, CallOutcome::Ambiguous, "timed out", 0, Some(now_ms()))
         .await
         .unwrap();
     // A day passes for payrun and for Dots: the key is forgotten.
@@ -321,7 +321,13 @@ async fn a_retry_job_that_starts_a_moment_early_still_works_the_item(b: Backend)
     let id = item.id;
     // A retry due in 0.8 s; the queue (whole seconds) hands its job over now.
     app.store
-        .record_transfer_failure(id, CallOutcome::Retryable, "HTTP 503", now_ms() + 800)
+        .record_transfer_failure(
+            id,
+            CallOutcome::Retryable,
+            "HTTP 503",
+            now_ms() + 800,
+            Some(now_ms()),
+        )
         .await
         .unwrap();
     let next = app.engine.process_item(id).await.unwrap();

@@ -215,6 +215,13 @@ impl TestApp {
         panic!("batch {batch} did not become idle in 200 rounds");
     }
 
+    /// Moves the engine's clock past `worker.give_up_after_secs`: a step that failed before
+    /// gives up at its next failure (items give up by time, not by count).
+    pub fn spend_time_budget(&self) {
+        let budget = self.settings.worker.give_up_after_secs;
+        self.engine.advance_clock(Duration::from_secs(budget + 1));
+    }
+
     pub async fn items(&self, batch: BatchId) -> Vec<ItemRecord> {
         self.store.batch_items(batch).await.expect("items")
     }

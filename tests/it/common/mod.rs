@@ -5,6 +5,7 @@
 pub mod api;
 #[macro_use]
 pub mod app;
+pub mod proxy;
 pub mod webhook;
 
 pub use api::*;
