@@ -56,6 +56,14 @@ pub struct DotsSettings {
     pub timeout_secs: u64,
     pub connect_timeout_secs: u64,
     pub rate_limit_rps: f64,
+    /// `DOTS_APP_ID`: the App whose wallet pays (`GET /v2/apps/{app_id}`); with it set, a
+    /// batch is checked against the wallet before its first transfer. Not a secret.
+    #[serde(default)]
+    pub app_id: Option<uuid::Uuid>,
+    /// The unit of the App's `metrics.wallet_balance` (a decimal string): `"dollars"` or
+    /// `"cents"`.
+    #[serde(default)]
+    pub wallet_balance_unit: crate::config::BalanceUnitSetting,
     /// From `DOTS_API_KEY` only.
     #[serde(skip)]
     pub api_key: Secret,
@@ -80,6 +88,48 @@ pub struct WorkerSettings {
     pub feed_ms: u64,
     pub claim_secs: u64,
     pub prune_done_ms: u64,
+}
+
+/// The unit of `app.metrics.wallet_balance` (mirrors `dots::types::BalanceUnit`; config is a
+/// leaf and names its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceUnitSetting {
+    #[default]
+    Dollars,
+    Cents,
+}
+
+/// What a batch the App wallet cannot cover does (`[funding] policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FundingPolicy {
+    /// Hold the whole batch until the wallet covers what it still has to pay.
+    #[default]
+    Hold,
+    /// Pay what fits, in file order, and hold the rest.
+    Fit,
+}
+
+/// The App wallet: the funding pre-flight and the insufficient-funds hold (`[funding]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FundingSettings {
+    pub policy: FundingPolicy,
+    /// While a batch is held for funds, the balance is probed (with an app id) or a trial
+    /// transfer let through (without) after this long, doubling to `probe_max_secs`.
+    pub probe_base_secs: u64,
+    pub probe_max_secs: u64,
+}
+
+impl Default for FundingSettings {
+    fn default() -> Self {
+        FundingSettings {
+            policy: FundingPolicy::Hold,
+            probe_base_secs: 5,
+            probe_max_secs: 300,
+        }
+    }
 }
 
 /// Guard rails on what a batch may pay. Zero means "no limit".
@@ -174,6 +224,8 @@ pub struct Settings {
     pub limits: Limits,
     pub schedules: ScheduleSettings,
     pub dashboard: DashboardSettings,
+    #[serde(default)]
+    pub funding: FundingSettings,
 }
 
 impl Settings {
@@ -231,6 +283,15 @@ impl Settings {
         }
         if let Some(v) = get("DOTS_API_KEY") {
             self.dots.api_key = Secret::new(v);
+        }
+        if let Some(v) = get("DOTS_APP_ID") {
+            self.dots.app_id = match v.trim() {
+                "" => None,
+                id => Some(id.parse().map_err(|e| ConfigError::Env {
+                    var: "DOTS_APP_ID".into(),
+                    reason: format!("{id:?} is not a UUID: {e}"),
+                })?),
+            };
         }
         self.dots.webhook_secret = get("DOTS_WEBHOOK_SECRET")
             .map(Secret::new)
@@ -341,6 +402,24 @@ mod tests {
         s.apply_env(|k| (k == "PAYRUN_DASHBOARD_SECURE_COOKIE").then(|| "true".into()))
             .unwrap();
         assert_eq!(s.dashboard.secure_cookie, SecureCookie::Always);
+    }
+
+    #[test]
+    fn dots_app_id_comes_from_the_environment_and_must_be_a_uuid() {
+        let mut s = Settings::builtin();
+        assert_eq!(s.dots.app_id, None);
+        assert_eq!(s.dots.wallet_balance_unit, BalanceUnitSetting::Dollars);
+        assert_eq!(s.funding.policy, FundingPolicy::Hold);
+        let id = "5a5a0000-0000-4000-8000-000000000001";
+        s.apply_env(|k| (k == "DOTS_APP_ID").then(|| id.into()))
+            .unwrap();
+        assert_eq!(s.dots.app_id.map(|u| u.to_string()).as_deref(), Some(id));
+        let bad = Settings::builtin().apply_env(|k| (k == "DOTS_APP_ID").then(|| "app-1".into()));
+        assert!(bad.unwrap_err().to_string().contains("DOTS_APP_ID"));
+        let f: FundingSettings =
+            toml::from_str("policy = \"fit\"\nprobe_base_secs = 1\nprobe_max_secs = 2").unwrap();
+        assert_eq!(f.policy, FundingPolicy::Fit);
+        assert!(toml::from_str::<FundingSettings>("policy = \"some\"\nprobe_base_secs = 1\nprobe_max_secs = 2").is_err());
     }
 
     #[test]

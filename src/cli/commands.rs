@@ -391,6 +391,12 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
     if a.webhook_url.is_some() {
         c.webhook_url = a.webhook_url.clone();
     }
+    if let Some(cents) = a.app_wallet {
+        c.app_wallet_cents = cents;
+    }
+    if let Some(id) = a.app_id {
+        c.app_id = id;
+    }
     if let Ok(v) = std::env::var("DOTS_WEBHOOK_SECRET") {
         c.webhook_secret = Some(v.into());
     }
@@ -402,7 +408,13 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
         "Dots simulator serving {} (ledger: http://{}/_sim/ledger)",
         handle.base_url, handle.addr
     );
+    let cfg = handle.sim.config();
+    eprintln!(
+        "app id {} (DOTS_APP_ID), App wallet ${} (add with POST http://{}/_sim/fund {{\"cents\": N}})",
+        cfg.app_id,
+        format_cents(cfg.app_wallet_cents),
+        handle.addr
+    );
     shutdown_signal().await;
-    let _ = format_cents(0);
     Ok(exit::OK)
 }

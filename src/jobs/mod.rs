@@ -12,6 +12,7 @@
 
 pub mod feed;
 mod flows;
+pub mod funds;
 mod lease;
 pub mod plan;
 pub mod poll;
@@ -143,6 +144,8 @@ pub struct Engine {
     approved_batches: Arc<Mutex<HashSet<BatchId>>>,
     /// What keeps this process from working (`/healthz`): open circuits, dead components.
     pub health: crate::health::Health,
+    /// The App wallet: funding settings, batches known checked, the probe's backoff.
+    pub funds: Arc<funds::Funds>,
 }
 
 impl Engine {
@@ -155,6 +158,7 @@ impl Engine {
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             approved_batches: Arc::default(),
             health: crate::health::Health::new(),
+            funds: Arc::default(),
         }
     }
 
@@ -289,6 +293,9 @@ impl Engine {
             None => self.store.payee_user(&item.payee_id).await?,
         };
         if let Some(user) = known {
+            if let Some(wait) = self.funds_gate(item).await? {
+                return Ok(wait);
+            }
             if item.transfer_key.is_none() && item.transfer_id.is_none() {
                 return self.first_transfer(item, user).await;
             }

@@ -135,6 +135,9 @@ pub enum AfterFailure {
     ReconcileThenFail,
     /// Out of attempts or refused, and nothing can have moved: fail.
     Fail,
+    /// The App wallet is short: nothing moved; no attempt is counted, the item waits and
+    /// its batch (every batch still to pay) is held for funds (`jobs::funds`).
+    HoldForFunds,
 }
 
 /// The decision after a failed call; `item` is the row as it was before the call's intent.
@@ -145,6 +148,10 @@ pub fn after_failure(
 ) -> AfterFailure {
     if outcome == CallOutcome::DuplicateKey {
         return AfterFailure::ReconcileNext;
+    }
+    if outcome == CallOutcome::InsufficientFunds {
+        // A definite refusal of this request: the same key is sent again once funded.
+        return AfterFailure::HoldForFunds;
     }
     if outcome != CallOutcome::Permanent && !last_attempt(item, settings) {
         return AfterFailure::RetryLater;

@@ -151,6 +151,8 @@ pub async fn run(
             }
         });
     }
+    // The funds probe: lifts funds holds once the App wallet covers them (see `jobs::funds`).
+    tokio::spawn(super::funds::probe_loop(engine.clone(), rx.clone()));
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);

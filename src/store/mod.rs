@@ -17,6 +17,7 @@ pub mod admin;
 mod batches;
 mod bulk;
 mod feed;
+mod funding;
 mod items;
 mod migrate_lock;
 mod queue_tables;
@@ -27,6 +28,7 @@ mod writes;
 
 pub use crate::secret::redact_url;
 pub use batches::*;
+pub use funding::FundingVerdict;
 pub use items::*;
 pub use queue_tables::ITEM_QUEUE;
 pub(crate) use queue_tables::on_apalis;

@@ -17,6 +17,7 @@ mod chaos;
 mod dashboard;
 mod demo;
 mod feed;
+mod funding;
 mod intake;
 mod migrations;
 mod operations;
