@@ -26,6 +26,10 @@ pub struct BatchStatus {
     pub total_cents: i64,
     pub settled: bool,
     pub states: Vec<StateLine>,
+    /// The App wallet against what the batch still has to pay (`status BATCH` and the
+    /// dashboard's batch page, with `DOTS_APP_ID` set; see `app::wallet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<crate::app::wallet::WalletView>,
 }
 
 pub async fn batch_status(
@@ -56,6 +60,7 @@ pub async fn batch_status(
         total_cents: b.total_cents,
         settled: counts.iter().all(|c| c.state.is_settled()),
         states,
+        wallet: None,
     }))
 }
 

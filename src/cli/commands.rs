@@ -104,6 +104,14 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             match app::submit_file(&store, &mut queue, file, &opts).await {
                 Ok(sub) => {
                     print::submitted(&sub);
+                    if let app::Submitted::DryRun { summary, .. } = &sub
+                        && let Some(w) = ctx
+                            .wallet()?
+                            .view(&store, None, summary.total_cents)
+                            .await?
+                    {
+                        println!("{}", w.line());
+                    }
                     Ok(exit::OK)
                 }
                 Err(e) if e.is_bad_input() => {
@@ -230,7 +238,10 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         }
                     }
                     match app::batch_status(&store, id).await? {
-                        Some(st) => vec![st],
+                        Some(mut st) => {
+                            st.wallet = ctx.wallet()?.view(&store, Some(id), 0).await?;
+                            vec![st]
+                        }
                         None => {
                             eprintln!("error: no batch {id}; `payrun status` lists batches");
                             return Ok(exit::BAD_INPUT);

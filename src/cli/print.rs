@@ -64,6 +64,9 @@ pub fn status(s: &BatchStatus) {
             format!("  [{}]", s.status)
         },
     );
+    if let Some(w) = &s.wallet {
+        println!("  {}", p(&w.line()));
+    }
     for l in &s.states {
         println!(
             "  {:<16} {:>7} items  {:>12}",
