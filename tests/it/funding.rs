@@ -252,3 +252,67 @@ crate::on_both_backends!(
     without_an_app_id_the_insufficient_funds_answer_holds_every_batch_still_to_pay,
     two_batches_sharing_a_short_wallet_hold_the_one_it_cannot_cover,
 );
+
+/// `payrun ARGS` against this test's database and simulator; `app_id` sets DOTS_APP_ID.
+async fn payrun(app: &TestApp, app_id: bool, args: &[&str]) -> (String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
+    c.args(args).current_dir(app.dir.path()).env("RUST_LOG", "payrun=warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PAYRUN_") || k.starts_with("DOTS_") {
+            c.env_remove(k);
+        }
+    }
+    let cfg = app.sim().config();
+    c.env("PAYRUN_DATABASE_URL", &app.db_url)
+        .env("DOTS_BASE_URL", &app.sim.base_url)
+        .env("DOTS_CLIENT_ID", &cfg.client_id)
+        .env("DOTS_API_KEY", cfg.api_key.expose());
+    if app_id {
+        c.env("DOTS_APP_ID", cfg.app_id.to_string());
+    }
+    let out = tokio::task::spawn_blocking(move || c.output().expect("payrun runs"))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// With DOTS_APP_ID set, `submit --dry-run` and `status BATCH` (text and JSON) show the batch
+/// beside the App wallet and whether it covers it; without it they show no wallet.
+async fn status_and_dry_run_show_the_batch_beside_the_app_wallet(b: Backend) {
+    let mut app = spawn_app(b, wallet(50_000)).await;
+    app.engine = app
+        .engine
+        .clone()
+        .with_funding(funding(&app, true, FundingPolicy::Hold));
+    let batch = known_batch(&app, "s", 20, "100.00", 4155550700).await;
+    one_pass(&app.engine, &app, batch).await;
+    let id = batch.to_string();
+    let (json, _) = payrun(&app, true, &["status", &id, "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let w = &v[0]["wallet"];
+    assert_eq!(w["balance_cents"], 50_000, "{v:#}");
+    assert_eq!(w["batch_cents"], 200_000);
+    assert_eq!(w["covers"], false);
+    let (text, _) = payrun(&app, true, &["status", &id]).await;
+    assert!(
+        text.contains("App wallet $500.00 against $2000.00 to pay: short by $1500.00"),
+        "{text}"
+    );
+    let (plain, _) = payrun(&app, false, &["status", &id, "--json"]).await;
+    assert!(!plain.contains("wallet"), "{plain}");
+    let file = app.write_csv("small.csv", "payee_id,amount\ns-00,3.00\ns-01,2.00\n");
+    let file = file.to_str().unwrap();
+    let (dry, _) = payrun(&app, true, &["submit", "--dry-run", file]).await;
+    assert!(
+        dry.contains("App wallet $500.00 against $5.00 to pay: covers it"),
+        "{dry}"
+    );
+    let (dry, _) = payrun(&app, false, &["submit", "--dry-run", file]).await;
+    assert!(!dry.contains("App wallet"), "{dry}");
+}
+
+crate::on_both_backends!(status_and_dry_run_show_the_batch_beside_the_app_wallet);
