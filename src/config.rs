@@ -419,7 +419,12 @@ mod tests {
         let f: FundingSettings =
             toml::from_str("policy = \"fit\"\nprobe_base_secs = 1\nprobe_max_secs = 2").unwrap();
         assert_eq!(f.policy, FundingPolicy::Fit);
-        assert!(toml::from_str::<FundingSettings>("policy = \"some\"\nprobe_base_secs = 1\nprobe_max_secs = 2").is_err());
+        assert!(
+            toml::from_str::<FundingSettings>(
+                "policy = \"some\"\nprobe_base_secs = 1\nprobe_max_secs = 2"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -79,9 +79,15 @@ impl WalletSource {
             return Ok(None);
         };
         let (batch_cents, committed_cents) = match batch {
-            Some(b) => (store.unpaid_cents(b).await?, store.committed_elsewhere(b).await?),
+            Some(b) => (
+                store.unpaid_cents(b).await?,
+                store.committed_elsewhere(b).await?,
+            ),
             // A batch id no batch has: everything cleared counts as committed elsewhere.
-            None => (total_cents, store.committed_elsewhere(BatchId::new_random()).await?),
+            None => (
+                total_cents,
+                store.committed_elsewhere(BatchId::new_random()).await?,
+            ),
         };
         let read = match self.dots.get_app(app_id).await {
             Ok(app) => app.metrics.wallet_cents(self.funding.unit),
@@ -127,6 +133,10 @@ mod tests {
             view(Some(50_000), 40_000, 20_000).line(),
             "App wallet $500.00 ($400.00 of it cleared for other batches) against $200.00 to pay: short by $100.00"
         );
-        assert!(view(None, 0, 1).line().contains("cannot read it (HTTP 404)"));
+        assert!(
+            view(None, 0, 1)
+                .line()
+                .contains("cannot read it (HTTP 404)")
+        );
     }
 }

@@ -448,7 +448,11 @@ mod tests {
             br#"{"error_code":"transaction-insufficient-funds","message":"App wallet balance is below 10000 cents"}"#,
         );
         assert!(funds.is_insufficient_funds());
-        let other = classify_status(StatusCode::BAD_REQUEST, None, br#"{"error_code":"invalid-input"}"#);
+        let other = classify_status(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error_code":"invalid-input"}"#,
+        );
         assert!(!other.is_insufficient_funds());
         assert_eq!(
             c(409, r#"{"error_code":"duplicate-idempotency-key"}"#),

@@ -204,7 +204,11 @@ pub fn decimal_to_cents(s: &str, unit: BalanceUnit) -> Result<i64, String> {
         BalanceUnit::Dollars => 2,
         BalanceUnit::Cents => 0,
     };
-    let kept: String = frac.chars().chain(std::iter::repeat('0')).take(shift).collect();
+    let kept: String = frac
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(shift)
+        .collect();
     let dropped_nonzero = frac.chars().skip(shift).any(|c| c != '0');
     let whole: i64 = format!("{}{kept}", if int.is_empty() { "0" } else { int })
         .parse()

@@ -138,7 +138,10 @@ pub fn verdict(policy: FundingPolicy, balance: i64, committed: i64, unpaid: i64)
 /// The hold's text for an operator: both amounts in dollars.
 fn short_detail(balance: i64, committed: i64, unpaid: i64, needed: i64) -> String {
     let elsewhere = if committed > 0 {
-        format!(" (${} of it cleared for other batches)", format_cents(committed))
+        format!(
+            " (${} of it cleared for other batches)",
+            format_cents(committed)
+        )
     } else {
         String::new()
     };
@@ -217,7 +220,14 @@ impl Engine {
             .await
             .map_err(store_err)?;
         match (&verdict, decided) {
-            (FundingVerdict::Short { detail, needed_cents, from_line }, true) => {
+            (
+                FundingVerdict::Short {
+                    detail,
+                    needed_cents,
+                    from_line,
+                },
+                true,
+            ) => {
                 warn!(batch_id = %batch, funds_needed_cents = needed_cents, from_line = ?from_line, "batch held for funds before its first transfer: {detail}");
                 crate::metrics::funds_hold("held", 1);
             }
@@ -250,25 +260,38 @@ impl Engine {
     }
 
     /// The verdict for `batch` with `balance` in the wallet (store reads only).
-    async fn verdict_for(&self, batch: BatchId, balance: i64) -> Result<FundingVerdict, StoreError> {
+    async fn verdict_for(
+        &self,
+        batch: BatchId,
+        balance: i64,
+    ) -> Result<FundingVerdict, StoreError> {
         let unpaid = self.store.unpaid_cents(batch).await?;
         let committed = self.store.committed_elsewhere(batch).await?;
-        Ok(match verdict(self.funds.config.policy, balance, committed, unpaid) {
-            Decision::Covered => FundingVerdict::Covered,
-            Decision::Short { needed_cents, fits_cents } => FundingVerdict::Short {
-                detail: short_detail(balance, committed, unpaid, needed_cents),
-                needed_cents,
-                from_line: match fits_cents {
-                    Some(fits) => self.store.first_line_beyond(batch, fits).await?,
-                    None => None,
+        Ok(
+            match verdict(self.funds.config.policy, balance, committed, unpaid) {
+                Decision::Covered => FundingVerdict::Covered,
+                Decision::Short {
+                    needed_cents,
+                    fits_cents,
+                } => FundingVerdict::Short {
+                    detail: short_detail(balance, committed, unpaid, needed_cents),
+                    needed_cents,
+                    from_line: match fits_cents {
+                        Some(fits) => self.store.first_line_beyond(batch, fits).await?,
+                        None => None,
+                    },
                 },
             },
-        })
+        )
     }
 
     /// Dots refused the item's transfer for funds: close the call with no attempt counted,
     /// let the item wait, and hold every batch still to pay.
-    pub(super) async fn hold_for_funds(&self, item: &ItemRecord, msg: &str) -> Result<Step, JobError> {
+    pub(super) async fn hold_for_funds(
+        &self,
+        item: &ItemRecord,
+        msg: &str,
+    ) -> Result<Step, JobError> {
         let now = self.now();
         let at = now + PARK_MS;
         self.store
@@ -287,7 +310,9 @@ impl Engine {
         {
             let mut p = self.funds.lock_probe();
             p.last_refusal_at = now;
-            p.next_at = p.next_at.max(now + self.probe_delay(p.tries).as_millis() as i64);
+            p.next_at = p
+                .next_at
+                .max(now + self.probe_delay(p.tries).as_millis() as i64);
         }
         warn!(batch_id = %item.batch_id, item_id = %item.id, batches_held = held, "App wallet short: {detail}; batches held for funds");
         crate::metrics::funds_hold("held", held);
@@ -329,10 +354,16 @@ impl Engine {
             // Half-open: a trial for every held batch; a refusal holds them again.
             let mut lifted = 0;
             for b in &held {
-                let id: BatchId = b.id.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+                let id: BatchId =
+                    b.id.parse()
+                        .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
                 lifted += self.store.lift_funds_hold(id, now).await? as u64;
             }
-            info!(batches = lifted, trial = tries, "funds hold lifted for a trial (no DOTS_APP_ID to read the balance)");
+            info!(
+                batches = lifted,
+                trial = tries,
+                "funds hold lifted for a trial (no DOTS_APP_ID to read the balance)"
+            );
             crate::metrics::funds_hold("resumed", lifted);
             return Ok(lifted);
         }
@@ -345,7 +376,9 @@ impl Engine {
         };
         let mut moved = 0;
         for b in held {
-            let id: BatchId = b.id.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?;
+            let id: BatchId =
+                b.id.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("{e}")))?;
             let old_from = b.hold.as_ref().and_then(|h| h.from_line);
             match self.verdict_for(id, balance).await? {
                 FundingVerdict::Covered => {
@@ -355,7 +388,11 @@ impl Engine {
                         moved += 1;
                     }
                 }
-                FundingVerdict::Short { detail, needed_cents, from_line } => {
+                FundingVerdict::Short {
+                    detail,
+                    needed_cents,
+                    from_line,
+                } => {
                     let extends = from_line.is_some_and(|l| old_from.is_none_or(|o| l > o));
                     self.store
                         .update_funds_hold(id, now, &detail, needed_cents, from_line)
@@ -398,12 +435,66 @@ mod tests {
         // (policy, balance, committed elsewhere, unpaid) -> decision
         let rows = [
             (Hold, 50_000, 0, 50_000, Decision::Covered),
-            (Hold, 50_000, 0, 200_000, Decision::Short { needed_cents: 150_000, fits_cents: None }),
-            (Fit, 50_000, 0, 200_000, Decision::Short { needed_cents: 150_000, fits_cents: Some(50_000) }),
-            (Hold, 50_000, 40_000, 20_000, Decision::Short { needed_cents: 10_000, fits_cents: None }),
-            (Fit, 50_000, 40_000, 20_000, Decision::Short { needed_cents: 10_000, fits_cents: Some(10_000) }),
-            (Fit, 50_000, 80_000, 20_000, Decision::Short { needed_cents: 50_000, fits_cents: Some(0) }),
-            (Fit, 0, 0, 1, Decision::Short { needed_cents: 1, fits_cents: Some(0) }),
+            (
+                Hold,
+                50_000,
+                0,
+                200_000,
+                Decision::Short {
+                    needed_cents: 150_000,
+                    fits_cents: None,
+                },
+            ),
+            (
+                Fit,
+                50_000,
+                0,
+                200_000,
+                Decision::Short {
+                    needed_cents: 150_000,
+                    fits_cents: Some(50_000),
+                },
+            ),
+            (
+                Hold,
+                50_000,
+                40_000,
+                20_000,
+                Decision::Short {
+                    needed_cents: 10_000,
+                    fits_cents: None,
+                },
+            ),
+            (
+                Fit,
+                50_000,
+                40_000,
+                20_000,
+                Decision::Short {
+                    needed_cents: 10_000,
+                    fits_cents: Some(10_000),
+                },
+            ),
+            (
+                Fit,
+                50_000,
+                80_000,
+                20_000,
+                Decision::Short {
+                    needed_cents: 50_000,
+                    fits_cents: Some(0),
+                },
+            ),
+            (
+                Fit,
+                0,
+                0,
+                1,
+                Decision::Short {
+                    needed_cents: 1,
+                    fits_cents: Some(0),
+                },
+            ),
             (Hold, 0, 0, 0, Decision::Covered),
             (Fit, 100, 0, 99, Decision::Covered),
         ];

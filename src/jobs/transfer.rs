@@ -37,8 +37,10 @@ impl Engine {
     pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.id;
         let plan = TransferPlan::for_item(item, self.now(), &self.settings);
-        if !matches!(plan.action, TransferAction::AlreadyMade(_) | TransferAction::Fail(_))
-            && let Some(wait) = self.funds_gate(item).await?
+        if !matches!(
+            plan.action,
+            TransferAction::AlreadyMade(_) | TransferAction::Fail(_)
+        ) && let Some(wait) = self.funds_gate(item).await?
         {
             return Ok(wait);
         }

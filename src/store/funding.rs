@@ -15,10 +15,10 @@
 //! `onboarding` or `transferring`, with no transfer id.
 
 use super::batches::BatchRow;
+use super::transitions::Set;
 use super::{BatchRecord, ItemRecord, Store, StoreError, on_pool};
 use crate::batch::{BatchId, ItemId};
 use crate::item::{CallOutcome, ItemState};
-use super::transitions::Set;
 
 /// The SQL condition on `items` (as `i`) of "not yet transferred, may still be paid".
 macro_rules! unpaid {
@@ -109,7 +109,11 @@ impl Store {
             FundingVerdict::Covered => on_pool!(&self.pool, p => sqlx::query(
                 "UPDATE batches SET funding_checked_at = $1 WHERE id = $2 AND funding_checked_at IS NULL")
                 .bind(now).bind(&id).execute(p).await?.rows_affected()),
-            FundingVerdict::Short { detail, needed_cents, from_line } => on_pool!(&self.pool, p => sqlx::query(
+            FundingVerdict::Short {
+                detail,
+                needed_cents,
+                from_line,
+            } => on_pool!(&self.pool, p => sqlx::query(
                 "UPDATE batches SET funding_checked_at = $1, hold_reason = 'insufficient_funds',
                     hold_detail = $3, hold_since = $1, funds_needed_cents = $4, hold_from_line = $5
                  WHERE id = $2 AND funding_checked_at IS NULL")
@@ -138,8 +142,10 @@ impl Store {
             unpaid!(),
             ")"
         );
-        Ok(on_pool!(&self.pool, p => sqlx::query(SQL).bind(now).bind(detail)
-            .execute(p).await?.rows_affected()))
+        Ok(
+            on_pool!(&self.pool, p => sqlx::query(SQL).bind(now).bind(detail)
+            .execute(p).await?.rows_affected()),
+        )
     }
 
     /// Approved batches held for funds, oldest first (the probe's order).
@@ -150,7 +156,8 @@ impl Store {
             " FROM batches WHERE hold_reason = 'insufficient_funds' AND status = 'approved'
               ORDER BY created_at, id"
         );
-        let rows: Vec<BatchRow> = on_pool!(&self.pool, p => sqlx::query_as(SQL).fetch_all(p).await?);
+        let rows: Vec<BatchRow> =
+            on_pool!(&self.pool, p => sqlx::query_as(SQL).fetch_all(p).await?);
         rows.into_iter().map(BatchRecord::try_from).collect()
     }
 

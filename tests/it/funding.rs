@@ -79,12 +79,20 @@ async fn fund(app: &TestApp, cents: i64) {
 /// Nothing failed, no attempt was charged, and the batch is held for funds as expected.
 async fn assert_held(app: &TestApp, batch: BatchId, needed: i64, from_line: Option<i64>) {
     let b = app.store.batch(batch).await.unwrap().unwrap();
-    let hold = b.hold.unwrap_or_else(|| panic!("batch {batch} is not held"));
+    let hold = b
+        .hold
+        .unwrap_or_else(|| panic!("batch {batch} is not held"));
     assert_eq!(hold.reason, HoldReason::InsufficientFunds);
     assert_eq!(hold.funds_needed_cents, Some(needed), "{}", hold.detail);
     assert_eq!(hold.from_line, from_line, "{}", hold.detail);
     for i in app.items(batch).await {
-        assert_ne!(i.state, ItemState::Failed, "{}: {:?}", i.payee_id, i.last_error);
+        assert_ne!(
+            i.state,
+            ItemState::Failed,
+            "{}: {:?}",
+            i.payee_id,
+            i.last_error
+        );
         assert_eq!(i.attempts, 0, "{} was charged an attempt", i.payee_id);
     }
 }
@@ -140,18 +148,31 @@ async fn worker_completes(app: &TestApp, funding: FundingConfig, batches: &[Batc
 
 /// DOTS_APP_ID set, policy "hold": $500 in the wallet, 20 × $100 to pay. The pre-flight holds
 /// the whole batch before any transfer, needing $1,500 more; funding it resumes it.
-async fn with_an_app_id_a_short_wallet_holds_the_whole_batch_before_its_first_transfer(
-    b: Backend,
-) {
+async fn with_an_app_id_a_short_wallet_holds_the_whole_batch_before_its_first_transfer(b: Backend) {
     let mut app = spawn_app(b, wallet(50_000)).await;
     let cfg = funding(&app, true, FundingPolicy::Hold);
     app.engine = app.engine.clone().with_funding(cfg.clone());
     let batch = known_batch(&app, "h", 20, "100.00", 4155550100).await;
     one_pass(&app.engine, &app, batch).await;
-    assert_eq!(paid_in_ledger(&app), 0, "nothing is paid before the wallet covers it");
+    assert_eq!(
+        paid_in_ledger(&app),
+        0,
+        "nothing is paid before the wallet covers it"
+    );
     assert_held(&app, batch, 150_000, None).await;
-    let detail = app.store.batch(batch).await.unwrap().unwrap().hold.unwrap().detail;
-    assert!(detail.contains("$500.00") && detail.contains("$2000.00"), "{detail}");
+    let detail = app
+        .store
+        .batch(batch)
+        .await
+        .unwrap()
+        .unwrap()
+        .hold
+        .unwrap()
+        .detail;
+    assert!(
+        detail.contains("$500.00") && detail.contains("$2000.00"),
+        "{detail}"
+    );
     // Still short after another pass: nothing moves, nothing is charged.
     one_pass(&app.engine, &app, batch).await;
     assert_eq!(paid_in_ledger(&app), 0);
@@ -235,12 +256,28 @@ async fn two_batches_sharing_a_short_wallet_hold_the_one_it_cannot_cover(b: Back
     let b0 = app.store.batch_workable_items(second).await.unwrap()[0];
     app.engine.process_item(b0).await.unwrap();
     assert_held(&app, second, 10_000, None).await;
-    let detail = app.store.batch(second).await.unwrap().unwrap().hold.unwrap().detail;
+    let detail = app
+        .store
+        .batch(second)
+        .await
+        .unwrap()
+        .unwrap()
+        .hold
+        .unwrap()
+        .detail;
     assert!(detail.contains("$200.00 of it cleared"), "{detail}");
     one_pass(&app.engine, &app, first).await;
     one_pass(&app.engine, &app, second).await;
     assert_eq!(paid_in_ledger(&app), 3, "only the first batch is paid");
-    assert!(app.store.batch(first).await.unwrap().unwrap().hold.is_none());
+    assert!(
+        app.store
+            .batch(first)
+            .await
+            .unwrap()
+            .unwrap()
+            .hold
+            .is_none()
+    );
     fund(&app, 10_000).await;
     worker_completes(&app, cfg, &[first, second]).await;
     assert_eq!(paid_in_ledger(&app), 6);
@@ -256,7 +293,9 @@ crate::on_both_backends!(
 /// `payrun ARGS` against this test's database and simulator; `app_id` sets DOTS_APP_ID.
 async fn payrun(app: &TestApp, app_id: bool, args: &[&str]) -> (String, String) {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"));
-    c.args(args).current_dir(app.dir.path()).env("RUST_LOG", "payrun=warn");
+    c.args(args)
+        .current_dir(app.dir.path())
+        .env("RUST_LOG", "payrun=warn");
     for (k, _) in std::env::vars() {
         if k.starts_with("PAYRUN_") || k.starts_with("DOTS_") {
             c.env_remove(k);

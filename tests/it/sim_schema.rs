@@ -213,9 +213,7 @@ async fn the_app_matches_the_app_schema_and_its_wallet_follows_transfers_and_fun
         .unwrap();
     assert_eq!(bad.status(), 400);
     // Another app id is not found; no credentials, no answer.
-    let (status, _) = api
-        .get(&format!("/v2/apps/{}", uuid::Uuid::new_v4()))
-        .await;
+    let (status, _) = api.get(&format!("/v2/apps/{}", uuid::Uuid::new_v4())).await;
     assert_eq!(status, 404);
     let anon = reqwest::Client::new()
         .get(api.url(&format!("/v2/apps/{app_id}")))

@@ -145,10 +145,7 @@ pub async fn list_transfers(
 }
 
 /// `GET /v2/apps/{app_id}`: the simulated App, or 404 for any other id.
-pub async fn get_app(
-    State(sim): State<Sim>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get_app(State(sim): State<Sim>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let app_id = sim.config().app_id;
     if Uuid::parse_str(&id).ok() != Some(app_id) {
         return Err(ApiError::new(404, "no-such-app", format!("no app {id}")));
