@@ -65,6 +65,14 @@ pub struct DotsSettings {
     pub timeout_secs: u64,
     pub connect_timeout_secs: u64,
     pub rate_limit_rps: f64,
+    /// `DOTS_APP_ID`: the App whose wallet pays (`GET /v2/apps/{app_id}`); with it set, a
+    /// batch is checked against the wallet before its first transfer. Not a secret.
+    #[serde(default)]
+    pub app_id: Option<uuid::Uuid>,
+    /// The unit of the App's `metrics.wallet_balance` (a decimal string): `"dollars"` or
+    /// `"cents"`.
+    #[serde(default)]
+    pub wallet_balance_unit: crate::config::BalanceUnitSetting,
     /// From `DOTS_API_KEY` only.
     #[serde(skip)]
     pub api_key: Secret,
@@ -103,6 +111,48 @@ pub struct WorkerSettings {
     pub feed_ms: u64,
     pub claim_secs: u64,
     pub prune_done_ms: u64,
+}
+
+/// The unit of `app.metrics.wallet_balance` (mirrors `dots::types::BalanceUnit`; config is a
+/// leaf and names its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceUnitSetting {
+    #[default]
+    Dollars,
+    Cents,
+}
+
+/// What a batch the App wallet cannot cover does (`[funding] policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FundingPolicy {
+    /// Hold the whole batch until the wallet covers what it still has to pay.
+    #[default]
+    Hold,
+    /// Pay what fits, in file order, and hold the rest.
+    Fit,
+}
+
+/// The App wallet: the funding pre-flight and the insufficient-funds hold (`[funding]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FundingSettings {
+    pub policy: FundingPolicy,
+    /// While a batch is held for funds, the balance is probed (with an app id) or a trial
+    /// transfer let through (without) after this long, doubling to `probe_max_secs`.
+    pub probe_base_secs: u64,
+    pub probe_max_secs: u64,
+}
+
+impl Default for FundingSettings {
+    fn default() -> Self {
+        FundingSettings {
+            policy: FundingPolicy::Hold,
+            probe_base_secs: 5,
+            probe_max_secs: 300,
+        }
+    }
 }
 
 /// Guard rails on what a batch may pay. Zero means "no limit".
@@ -201,6 +251,8 @@ pub struct Settings {
     pub limits: Limits,
     pub schedules: ScheduleSettings,
     pub dashboard: DashboardSettings,
+    #[serde(default)]
+    pub funding: FundingSettings,
 }
 
 impl Settings {

@@ -35,6 +35,11 @@ struct CircuitKind {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FundsEvent {
+    event: &'static str,
+}
+
 /// Why an item was handed back for a later attempt (the `cause` label of `payrun_retries_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -53,6 +58,7 @@ struct Metrics {
     dots_requests: Family<DotsRequest, Counter>,
     webhooks: Family<WebhookEvent, Counter>,
     retries: Family<RetryCause, Counter>,
+    funds: Family<FundsEvent, Counter>,
     job_seconds: Histogram,
     circuit_open: Family<CircuitKind, Gauge>,
     circuit_opened: Family<CircuitKind, Counter>,
@@ -63,6 +69,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let dots_requests = Family::<DotsRequest, Counter>::default();
     let webhooks = Family::<WebhookEvent, Counter>::default();
     let retries = Family::<RetryCause, Counter>::default();
+    let funds = Family::<FundsEvent, Counter>::default();
     let (start, factor, len) = JOB_SECONDS_BUCKETS;
     let job_seconds = Histogram::new(exponential_buckets(start, factor, len));
     // Counters get their `_total` suffix from the library: the series stay
@@ -76,6 +83,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "payrun_retries",
         "Item steps scheduled for a retry, by cause",
         retries.clone(),
+    );
+    registry.register(
+        "payrun_funds_holds",
+        "Batches held for App wallet funds (event=held) and resumed (event=resumed)",
+        funds.clone(),
     );
     registry.register(
         "payrun_webhooks",
@@ -106,6 +118,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         dots_requests,
         webhooks,
         retries,
+        funds,
         job_seconds,
     }
 });
@@ -145,6 +158,15 @@ pub fn circuit(kind: &'static str, open: bool) {
     if open {
         METRICS.circuit_opened.get_or_create(&k).inc();
     }
+}
+
+/// A funds hold transition: `held` (a batch held because the App wallet is short) or
+/// `resumed` (its hold lifted, or extended, because the balance now covers it).
+pub fn funds_hold(event: &'static str, batches: u64) {
+    METRICS
+        .funds
+        .get_or_create(&FundsEvent { event })
+        .inc_by(batches);
 }
 
 /// How long one item job ran.

@@ -11,6 +11,7 @@ mod report;
 pub mod schedule;
 pub mod serve;
 mod submit;
+pub mod wallet;
 
 pub use demo::{DemoOptions, run_demo};
 pub use report::{BatchStatus, batch_status, list_status, write_report};

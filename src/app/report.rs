@@ -36,6 +36,10 @@ pub struct BatchStatus {
     pub total_cents: i64,
     pub settled: bool,
     pub states: Vec<StateLine>,
+    /// The App wallet against what the batch still has to pay (`status BATCH` and the
+    /// dashboard's batch page, with `DOTS_APP_ID` set; see `app::wallet`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<crate::app::wallet::WalletView>,
 }
 
 /// The status `payrun status` and the dashboard show: a canceled batch is `canceled`; else
@@ -86,6 +90,7 @@ pub async fn batch_status(
         total_cents: b.total_cents,
         settled: counts.iter().all(|c| c.state.is_settled()),
         states,
+        wallet: None,
     }))
 }
 

@@ -96,10 +96,15 @@ pub fn router(
         ),
     }
     if let Some(options) = dashboard {
-        app = app.merge(super::dashboard::router(
+        let wallet = super::wallet::WalletSource {
+            dots: engine.dots.clone(),
+            funding: engine.funds.config.clone(),
+        };
+        app = app.merge(super::dashboard::router_with_wallet(
             engine.store.clone(),
             queue,
             options,
+            Some(wallet),
         ));
     } else {
         warn!("PAYRUN_DASHBOARD_TOKEN is not set: the dashboard is off");

@@ -251,4 +251,10 @@ pub struct SimArgs {
     /// Where to send webhooks.
     #[arg(long)]
     pub webhook_url: Option<String>,
+    /// The App wallet's starting balance, in cents.
+    #[arg(long = "app-wallet", value_name = "CENTS")]
+    pub app_wallet: Option<i64>,
+    /// The simulated App's id (`GET /api/v2/apps/{app_id}`); printed at start.
+    #[arg(long = "app-id", value_name = "UUID")]
+    pub app_id: Option<uuid::Uuid>,
 }

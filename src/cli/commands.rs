@@ -112,6 +112,14 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             match app::submit_file(&store, &mut queue, file, &opts).await {
                 Ok(sub) => {
                     print::submitted(&sub);
+                    if let app::Submitted::DryRun { summary, .. } = &sub
+                        && let Some(w) = ctx
+                            .wallet()?
+                            .view(&store, None, summary.total_cents)
+                            .await?
+                    {
+                        println!("{}", w.line());
+                    }
                     Ok(exit::OK)
                 }
                 Err(e) if e.is_bad_input() => {
@@ -238,7 +246,10 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         }
                     }
                     match app::batch_status(&store, id).await? {
-                        Some(st) => vec![st],
+                        Some(mut st) => {
+                            st.wallet = ctx.wallet()?.view(&store, Some(id), 0).await?;
+                            vec![st]
+                        }
                         None => {
                             eprintln!("error: no batch {id}; `payrun status` lists batches");
                             return Ok(exit::BAD_INPUT);
@@ -413,6 +424,12 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
     if a.webhook_url.is_some() {
         c.webhook_url = a.webhook_url.clone();
     }
+    if let Some(cents) = a.app_wallet {
+        c.app_wallet_cents = cents;
+    }
+    if let Some(id) = a.app_id {
+        c.app_id = id;
+    }
     if let Ok(v) = std::env::var("DOTS_WEBHOOK_SECRET") {
         c.webhook_secret = Some(v.into());
     }
@@ -424,7 +441,13 @@ async fn run_sim(a: &SimArgs) -> anyhow::Result<i32> {
         "Dots simulator serving {} (ledger: http://{}/_sim/ledger)",
         handle.base_url, handle.addr
     );
+    let cfg = handle.sim.config();
+    eprintln!(
+        "app id {} (DOTS_APP_ID), App wallet ${} (add with POST http://{}/_sim/fund {{\"cents\": N}})",
+        cfg.app_id,
+        format_cents(cfg.app_wallet_cents),
+        handle.addr
+    );
     shutdown_signal().await;
-    let _ = format_cents(0);
     Ok(exit::OK)
 }

@@ -93,7 +93,18 @@ impl Ctx {
             self.dots()?,
             self.settings.worker.clone(),
             &owner,
-        ))
+        )
+        .with_funding(crate::jobs::funds::FundingConfig::from_settings(
+            &self.settings,
+        )))
+    }
+
+    /// The App wallet, read where a batch's total is shown (with `DOTS_APP_ID` set).
+    pub fn wallet(&self) -> anyhow::Result<crate::app::wallet::WalletSource> {
+        Ok(crate::app::wallet::WalletSource {
+            dots: self.dots()?,
+            funding: crate::jobs::funds::FundingConfig::from_settings(&self.settings),
+        })
     }
 }
 

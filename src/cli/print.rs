@@ -87,6 +87,9 @@ pub fn status(s: &BatchStatus) {
                 .unwrap_or_default()
         );
     }
+    if let Some(w) = &s.wallet {
+        println!("  {}", p(&w.line()));
+    }
     for l in &s.states {
         println!(
             "  {:<16} {:>7} items  {:>12}",

@@ -33,6 +33,7 @@ use super::layers::{Layer, Origin};
 pub const ALIASES: &[(&str, &str)] = &[
     ("DOTS_BASE_URL", "dots.base_url"),
     ("DOTS_CLIENT_ID", "dots.client_id"),
+    ("DOTS_APP_ID", "dots.app_id"),
     ("PAYRUN_DOTS_RATE_LIMIT", "dots.rate_limit_rps"),
     ("PAYRUN_CONCURRENCY", "worker.concurrency"),
     ("PAYRUN_POLL_CRON", "worker.poll_cron"),

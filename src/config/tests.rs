@@ -271,3 +271,27 @@ fn the_production_example_has_only_keys_payrun_knows() {
     assert!(s.database.url.starts_with("postgres://"));
     assert_eq!(s.dashboard.secure_cookie, SecureCookie::Always);
 }
+
+#[test]
+fn dots_app_id_comes_from_the_environment_and_must_be_a_uuid() {
+    let s = Settings::builtin();
+    assert_eq!(s.dots.app_id, None);
+    assert_eq!(s.dots.wallet_balance_unit, BalanceUnitSetting::Dollars);
+    assert_eq!(s.funding.policy, FundingPolicy::Hold);
+    let id = "5a5a0000-0000-4000-8000-000000000001";
+    for var in ["DOTS_APP_ID", "PAYRUN_DOTS_APP_ID"] {
+        let s = with_env(&[(var, id)]).unwrap();
+        assert_eq!(
+            s.dots.app_id.map(|u| u.to_string()).as_deref(),
+            Some(id),
+            "{var}"
+        );
+    }
+    let bad = with_env(&[("DOTS_APP_ID", "app-1")])
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("DOTS_APP_ID"), "{bad}");
+    let s = with_env(&[("PAYRUN_FUNDING_POLICY", "fit")]).unwrap();
+    assert_eq!(s.funding.policy, FundingPolicy::Fit);
+    assert!(with_env(&[("PAYRUN_FUNDING_POLICY", "some")]).is_err());
+}

@@ -82,6 +82,21 @@ impl DotsError {
         }
     }
 
+    /// Dots refused a transfer because the paying wallet (for a payout, the App's) is short:
+    /// `transaction-insufficient-funds`. A definite refusal: nothing moved.
+    pub fn is_insufficient_funds(&self) -> bool {
+        match self {
+            DotsError::Permanent { code, message, .. } => {
+                let says = |s: &str| {
+                    let s = s.to_ascii_lowercase();
+                    s.contains("insufficient-funds") || s.contains("insufficient funds")
+                };
+                code.as_deref().is_some_and(says) || says(message)
+            }
+            _ => false,
+        }
+    }
+
     /// A 404: the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, DotsError::Permanent { status: 404, .. })
@@ -312,6 +327,20 @@ impl DotsClient {
         }
     }
 
+    /// The App (its wallet balance is `metrics.wallet_balance`): a cheap read, the funds
+    /// probe.
+    #[instrument(skip(self), err(Display, level = "info"))]
+    pub async fn get_app(&self, app_id: Uuid) -> Result<App, DotsError> {
+        self.call::<(), _>(
+            "GET /v2/apps/{app_id}",
+            Method::GET,
+            &format!("/v2/apps/{app_id}"),
+            &[],
+            None,
+        )
+        .await
+    }
+
     #[instrument(skip(self, req), err(Display, level = "info"))]
     pub async fn create_user(&self, req: &CreateUser) -> Result<User, DotsError> {
         self.call("POST /v2/users", Method::POST, "/v2/users", &[], Some(req))
@@ -464,6 +493,18 @@ mod tests {
             ErrorClass::Permanent
         );
         assert_eq!(c(404, "not found"), ErrorClass::Permanent);
+        let funds = classify_status(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error_code":"transaction-insufficient-funds","message":"App wallet balance is below 10000 cents"}"#,
+        );
+        assert!(funds.is_insufficient_funds());
+        let other = classify_status(
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error_code":"invalid-input"}"#,
+        );
+        assert!(!other.is_insufficient_funds());
         assert_eq!(
             c(409, r#"{"error_code":"duplicate-idempotency-key"}"#),
             ErrorClass::DuplicateKey

@@ -141,6 +141,97 @@ pub struct User {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// An App (`GET /v2/apps/{app_id}`, the spec's `app` schema).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct App {
+    pub id: Uuid,
+    #[serde(default)]
+    pub name: String,
+    /// `created`, `in_review` or `approved`.
+    #[serde(default)]
+    pub status: Option<String>,
+    pub metrics: AppMetrics,
+}
+
+/// An App's figures. The money fields are decimal strings whose unit the spec does not name
+/// (see [`BalanceUnit`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppMetrics {
+    #[serde(deserialize_with = "decimal_text")]
+    pub wallet_balance: String,
+    #[serde(default, deserialize_with = "decimal_text")]
+    pub money_out: String,
+    #[serde(default)]
+    pub connected_users: i64,
+}
+
+/// The unit of `app.metrics.wallet_balance`: the spec says "decimal string" only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceUnit {
+    /// `"500.00"` is $500 (the simulator's answer, and most likely Dots').
+    #[default]
+    Dollars,
+    /// `"50000"` is $500.
+    Cents,
+}
+
+impl AppMetrics {
+    /// The wallet balance in whole cents, read in `unit`. A fraction of a cent is dropped
+    /// (rounded toward minus infinity), so the balance is never overstated.
+    pub fn wallet_cents(&self, unit: BalanceUnit) -> Result<i64, String> {
+        decimal_to_cents(&self.wallet_balance, unit)
+    }
+}
+
+/// A decimal string (`"500"`, `"500.5"`, `"-0.05"`, `"1000.0000000000"`) in `unit`, as whole
+/// cents rounded down.
+pub fn decimal_to_cents(s: &str, unit: BalanceUnit) -> Result<i64, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not a decimal number");
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let shift = match unit {
+        BalanceUnit::Dollars => 2,
+        BalanceUnit::Cents => 0,
+    };
+    let kept: String = frac
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(shift)
+        .collect();
+    let dropped_nonzero = frac.chars().skip(shift).any(|c| c != '0');
+    let whole: i64 = format!("{}{kept}", if int.is_empty() { "0" } else { int })
+        .parse()
+        .map_err(|_| bad())?;
+    Ok(match (neg, dropped_nonzero) {
+        (false, _) => whole,
+        (true, false) => -whole,
+        (true, true) => -whole - 1,
+    })
+}
+
+/// A decimal field sent as a string (the spec) or, leniently, as a JSON number.
+fn decimal_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Null => Ok("0".into()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a decimal string, got {other}"
+        ))),
+    }
+}
+
 /// A page of a list endpoint: `{"data": [...], "has_more": bool}`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Page<T> {
@@ -226,6 +317,33 @@ mod tests {
             assert_eq!(parse_cents_value(&v).unwrap(), want, "{raw}");
         }
         assert!(parse_cents_value(&serde_json::json!("10.5")).is_err());
+    }
+
+    #[test]
+    fn wallet_balances_read_as_cents_in_either_unit_never_rounded_up() {
+        use BalanceUnit::*;
+        for (raw, unit, want) in [
+            ("500.00", Dollars, 50_000),
+            ("500", Dollars, 50_000),
+            ("0.5", Dollars, 50),
+            ("12.349", Dollars, 1234),
+            ("-0.05", Dollars, -5),
+            ("-0.051", Dollars, -6),
+            ("50000", Cents, 50_000),
+            ("1000.0000000000", Cents, 1000),
+            ("10.5", Cents, 10),
+        ] {
+            assert_eq!(decimal_to_cents(raw, unit), Ok(want), "{raw} {unit:?}");
+        }
+        for bad in ["", ".", "abc", "1.2.3", "1e5", "- 1"] {
+            assert!(decimal_to_cents(bad, Dollars).is_err(), "{bad:?}");
+        }
+        let app: App = serde_json::from_value(serde_json::json!({
+            "id": "5a5a0000-0000-4000-8000-000000000001", "name": "x",
+            "metrics": {"wallet_balance": 12.5, "money_out": "0", "connected_users": 3}
+        }))
+        .unwrap();
+        assert_eq!(app.metrics.wallet_cents(Dollars), Ok(1250));
     }
 
     #[test]

@@ -92,6 +92,10 @@ pub enum CallOutcome {
     Ambiguous,
     DuplicateKey,
     Permanent,
+    /// Dots refused the transfer because the App wallet is short (`transaction-insufficient-
+    /// funds`): a definite refusal, recorded as `permanent` (nothing moved), that holds the
+    /// batch instead of failing the item.
+    InsufficientFunds,
 }
 
 impl CallOutcome {
@@ -106,7 +110,7 @@ impl From<CallOutcome> for TransferOutcome {
             CallOutcome::Retryable => TransferOutcome::Retryable,
             CallOutcome::Ambiguous => TransferOutcome::Ambiguous,
             CallOutcome::DuplicateKey => TransferOutcome::DuplicateKey,
-            CallOutcome::Permanent => TransferOutcome::Permanent,
+            CallOutcome::Permanent | CallOutcome::InsufficientFunds => TransferOutcome::Permanent,
         }
     }
 }

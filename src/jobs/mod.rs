@@ -13,6 +13,7 @@
 pub mod circuit;
 pub mod feed;
 mod flows;
+pub mod funds;
 pub mod gate;
 mod lease;
 pub mod plan;
@@ -149,6 +150,8 @@ pub struct Engine {
     gate: gate::GateCache,
     /// This process' circuits for systemic Dots conditions, fed by `dots`' every call.
     pub circuits: Arc<circuit::Circuits>,
+    /// The App wallet: funding settings, batches known checked, the probe's backoff.
+    pub funds: Arc<funds::Funds>,
 }
 
 impl Engine {
@@ -164,6 +167,7 @@ impl Engine {
             health,
             gate: gate::GateCache::new(Duration::from_millis(settings.feed_ms.max(10))),
             circuits,
+            funds: Arc::default(),
             settings: Arc::new(settings),
         }
     }
@@ -323,6 +327,9 @@ impl Engine {
             None => self.store.payee_user(&item.payee_id).await?,
         };
         if let Some(user) = known {
+            if let Some(wait) = self.funds_gate(item).await? {
+                return Ok(wait);
+            }
             if item.transfer_key.is_none() && item.transfer_id.is_none() {
                 return self.first_transfer(item, user).await;
             }

@@ -139,6 +139,9 @@ pub enum AfterFailure {
     ReconcileThenFail,
     /// Out of attempts or refused, and nothing can have moved: fail.
     Fail,
+    /// The App wallet is short: nothing moved; no attempt is counted, the item waits and
+    /// its batch (every batch still to pay) is held for funds (`jobs::funds`).
+    HoldForFunds,
 }
 
 /// The decision after a failed call at `now`; `item` is the row as it was before the call's
@@ -151,6 +154,10 @@ pub fn after_failure(
 ) -> AfterFailure {
     if outcome == CallOutcome::DuplicateKey {
         return AfterFailure::ReconcileNext;
+    }
+    if outcome == CallOutcome::InsufficientFunds {
+        // A definite refusal of this request: the same key is sent again once funded.
+        return AfterFailure::HoldForFunds;
     }
     if outcome != CallOutcome::Permanent && !last_attempt(item, now, settings) {
         return AfterFailure::RetryLater;

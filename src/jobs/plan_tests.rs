@@ -172,6 +172,10 @@ fn a_failed_call_reconciles_before_failing_only_after_an_unclear_attempt() {
         (Permanent, false, 1, Fail),
         (Permanent, false, 2, ReconcileThenFail),
         (Permanent, true, 0, Fail),
+        (InsufficientFunds, false, 0, HoldForFunds),
+        (InsufficientFunds, false, 2, HoldForFunds),
+        (InsufficientFunds, true, 0, HoldForFunds),
+        (InsufficientFunds, true, 2, HoldForFunds),
     ];
     for (outcome, last, earlier, expected) in rows {
         let mut it = item(true, false, None, false, last);

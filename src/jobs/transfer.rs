@@ -37,6 +37,13 @@ impl Engine {
     pub(super) async fn transfer(&self, item: &ItemRecord) -> Result<Step, JobError> {
         let id = item.id;
         let plan = TransferPlan::for_item(item, self.now(), &self.settings);
+        if !matches!(
+            plan.action,
+            TransferAction::AlreadyMade(_) | TransferAction::Fail(_)
+        ) && let Some(wait) = self.funds_gate(item).await?
+        {
+            return Ok(wait);
+        }
         let (user, key) = match plan.action {
             TransferAction::AlreadyMade(t) => {
                 // Defence in depth: an item that has a transfer is never paid again.
@@ -172,6 +179,9 @@ impl Engine {
                     ErrorClass::Retryable => CallOutcome::Retryable,
                     ErrorClass::Ambiguous => CallOutcome::Ambiguous,
                     ErrorClass::DuplicateKey => CallOutcome::DuplicateKey,
+                    ErrorClass::Permanent if e.is_insufficient_funds() => {
+                        CallOutcome::InsufficientFunds
+                    }
                     ErrorClass::Permanent => CallOutcome::Permanent,
                 };
                 self.transfer_retry(item, user, outcome, &e).await
@@ -250,6 +260,7 @@ impl Engine {
                     return Ok(Step::done(Next::RetryAt(at)));
                 }
             },
+            AfterFailure::HoldForFunds => return self.hold_for_funds(item, &msg).await,
             AfterFailure::Fail => {}
         }
         self.store

@@ -163,6 +163,8 @@ pub async fn run(
         Duration::from_millis(250),
         rx.clone(),
     ));
+    // The funds probe: lifts funds holds once the App wallet covers them (see `jobs::funds`).
+    tokio::spawn(super::funds::probe_loop(engine.clone(), rx.clone()));
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);

@@ -97,6 +97,7 @@ macro_rules! batch_columns {
          paused_at, hold_reason, hold_detail, hold_since, funds_needed_cents, hold_from_line"
     };
 }
+pub(super) use batch_columns;
 
 /// A `batches` row as the driver reads it; parsed into a [`BatchRecord`] at once.
 #[derive(sqlx::FromRow)]

@@ -19,6 +19,7 @@ mod control;
 mod dashboard;
 mod demo;
 mod feed;
+mod funding;
 mod intake;
 mod migrations;
 mod operations;

@@ -1,5 +1,5 @@
 //! The simulator's responses checked against the official Dots OpenAPI spec
-//! (`../shared/dots/openapi-v2.yaml`, schemas `flow`, `transfer` and `user`).
+//! (`../shared/dots/openapi-v2.yaml`, schemas `flow`, `transfer`, `user` and `app`).
 
 use crate::common::{Api, id_of, start};
 use jsonschema::{Draft, Validator};
@@ -169,4 +169,59 @@ async fn the_schema_check_rejects_broken_objects() {
     // `wallet` is a `$ref`, so this also shows references are followed.
     bad_user["wallet"]["amount"] = json!("0");
     assert!(!validator(&c, "user").is_valid(&bad_user));
+}
+
+#[tokio::test]
+async fn the_app_matches_the_app_schema_and_its_wallet_follows_transfers_and_funding() {
+    let v = validator(&components(), "app");
+    let api = start(SimConfig {
+        app_wallet_cents: 50_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let app_id = api.sim().config().app_id;
+    let (status, app) = api.get(&format!("/v2/apps/{app_id}")).await;
+    assert_eq!(status, 200, "{app}");
+    assert_valid(&v, "GET /v2/apps/{app_id}", &app);
+    assert_eq!(app["id"], app_id.to_string());
+    assert_eq!(app["metrics"]["wallet_balance"], "500.00");
+    let user = id_of(&api.user("4155550100").await);
+    api.transfer(&user, -12_345, None).await;
+    let (_, app) = api.get(&format!("/v2/apps/{app_id}")).await;
+    assert_valid(&v, "GET /v2/apps/{app_id} after a transfer", &app);
+    assert_eq!(app["metrics"]["wallet_balance"], "376.55");
+    assert_eq!(app["metrics"]["money_out"], "123.45");
+    assert_eq!(app["metrics"]["connected_users"], 1);
+    // The test hook adds to the wallet, unauthenticated like every /_sim route.
+    let funded: Value = reqwest::Client::new()
+        .post(api.hook_url("/_sim/fund"))
+        .json(&json!({"cents": 100_000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(funded["app_wallet"], 137_655);
+    let (_, app) = api.get(&format!("/v2/apps/{app_id}")).await;
+    assert_eq!(app["metrics"]["wallet_balance"], "1376.55");
+    let bad = reqwest::Client::new()
+        .post(api.hook_url("/_sim/fund"))
+        .json(&json!({"cents": "lots"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // Another app id is not found; no credentials, no answer.
+    let (status, _) = api.get(&format!("/v2/apps/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, 404);
+    let anon = reqwest::Client::new()
+        .get(api.url(&format!("/v2/apps/{app_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let mut broken = app.clone();
+    broken["metrics"]["wallet_balance"] = json!(1376.55);
+    assert!(!v.is_valid(&broken), "wallet_balance must be a string");
 }

@@ -75,9 +75,12 @@ pub(super) async fn batch_page(
 ) -> Response {
     let shown = async || {
         let batch: BatchId = super::parse_id("batch", &id)?;
-        let Some(b) = batch_status(&d.store, batch).await? else {
+        let Some(mut b) = batch_status(&d.store, batch).await? else {
             return Err(DashError::NotFound(format!("no batch {batch}")));
         };
+        if let Some(w) = &d.wallet {
+            b.wallet = w.view(&d.store, Some(batch), 0).await?;
+        }
         let filter = q.state.as_deref().unwrap_or("");
         let items = items_in(&d.store, batch, Some(filter)).await?;
         let body = pages::batch(&d.auth.csrf, batch, &b, filter, &items);

@@ -59,6 +59,8 @@ struct Dash {
     auth: Arc<Auth>,
     /// Whether the session cookie is marked `Secure` (see [`DashboardOptions`]).
     secure_cookie: bool,
+    /// The App wallet shown on a batch's page (with `DOTS_APP_ID` set).
+    wallet: Option<crate::app::wallet::WalletSource>,
 }
 
 /// How the dashboard is served.
@@ -80,11 +82,22 @@ enum AuthVia {
 
 /// The dashboard and its API, every route behind the token (see the module doc).
 pub fn router(store: Store, queue: Queue, options: DashboardOptions) -> Router {
+    router_with_wallet(store, queue, options, None)
+}
+
+/// [`router`], with the batch page showing the App wallet beside the batch's total.
+pub fn router_with_wallet(
+    store: Store,
+    queue: Queue,
+    options: DashboardOptions,
+    wallet: Option<crate::app::wallet::WalletSource>,
+) -> Router {
     let dash = Dash {
         store,
         queue,
         auth: Arc::new(Auth::new(&options.token)),
         secure_cookie: options.secure_cookie,
+        wallet,
     };
     // The API's actions share one CSRF check (inside the token check below, which runs first).
     let api_actions = Router::new()

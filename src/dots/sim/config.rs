@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use crate::secret::Secret;
+
+/// The simulated App's id unless `app_id` (`payrun sim --app-id`) says otherwise.
+pub const DEFAULT_APP_ID: Uuid = Uuid::from_u128(0x5a5a_0000_0000_4000_8000_0000_0000_0001);
 
 /// Default redelivery schedule (ms before each attempt): Svix' "immediately, 5 s, 5 min, …"
 /// compressed for tests.
@@ -73,6 +78,8 @@ pub struct SimConfig {
     pub payee_tick_ms: u64,
     /// Starting App wallet balance, cents.
     pub app_wallet_cents: i64,
+    /// The App's id: `GET /v2/apps/{app_id}` answers for this id only (404 for another).
+    pub app_id: Uuid,
     pub duplicate_key_mode: DuplicateKeyMode,
     /// Serialize transfer amounts as strings (`"-1000"`), as the real sandbox did.
     pub amounts_as_strings: bool,
@@ -106,6 +113,7 @@ impl Default for SimConfig {
             webhook_stale_rate: 0.0,
             payee_tick_ms: 100,
             app_wallet_cents: 100_000_000_000,
+            app_id: DEFAULT_APP_ID,
             duplicate_key_mode: DuplicateKeyMode::Reject,
             amounts_as_strings: false,
             seed: 0,

@@ -1,4 +1,4 @@
-//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers).
+//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers, the App).
 //!
 //! Guarantees: objects are rendered by `wire` (the spec's schemas); errors are
 //! `{"message", "error_code"}` with a 4xx status.
@@ -7,7 +7,7 @@ use super::Sim;
 use super::paging::{PageQuery, paginate};
 use super::state::TransferOutcome;
 use super::validate::{self, ApiError};
-use super::wire::{flow_json, page_json, transfer_json, user_json};
+use super::wire::{app_json, flow_json, page_json, transfer_json, user_json};
 use crate::dots::types::{Transfer, parse_time};
 use axum::Json;
 use axum::body::Bytes;
@@ -142,4 +142,14 @@ pub async fn list_transfers(
     let page = paginate(transfers, |t| t.id, keep, &pq)?;
     let as_string = sim.config().amounts_as_strings;
     Ok(Json(page_json(page, |t| transfer_json(t, as_string))).into_response())
+}
+
+/// `GET /v2/apps/{app_id}`: the simulated App, or 404 for any other id.
+pub async fn get_app(State(sim): State<Sim>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let app_id = sim.config().app_id;
+    if Uuid::parse_str(&id).ok() != Some(app_id) {
+        return Err(ApiError::new(404, "no-such-app", format!("no app {id}")));
+    }
+    let figures = sim.lock().app_metrics();
+    Ok(Json(app_json(app_id, figures)).into_response())
 }

@@ -47,11 +47,13 @@ pub fn router(sim: Sim) -> Router {
             post(handlers::create_transfer).get(handlers::list_transfers),
         )
         .route("/v2/transfers/{id}", get(handlers::get_transfer))
+        .route("/v2/apps/{app_id}", get(handlers::get_app))
         .route_layer(middleware::from_fn_with_state(sim.clone(), gate))
         .fallback(|| async { ApiError::new(404, "not-found", "no such API route") });
     let hooks = Router::new()
         .route("/ledger", get(ledger))
         .route("/clock/advance", post(advance_clock))
+        .route("/fund", post(fund))
         .route("/flows/{id}/complete", post(complete_flow));
     Router::new()
         .nest("/api", api)
@@ -164,6 +166,17 @@ async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Result<Response, 
         .ok_or_else(|| ApiError::invalid("secs must be a non-negative number"))?;
     sim.clock().advance(Duration::from_secs_f64(secs));
     Ok(axum::Json(wire::clock_json(sim.clock().now())).into_response())
+}
+
+/// `POST /_sim/fund {"cents": N}`: adds N cents (a whole number, may be negative to drain it)
+/// to the App wallet.
+async fn fund(State(sim): State<Sim>, body: Bytes) -> Result<Response, ApiError> {
+    let obj = json_object(&body)?;
+    let cents = obj
+        .get("cents")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::invalid("cents must be a whole number"))?;
+    Ok(axum::Json(wire::fund_json(sim.fund(cents))).into_response())
 }
 
 async fn complete_flow(

@@ -3,7 +3,8 @@
 //! webhooks) with the rest of payrun.
 //!
 //! What it owns: users and wallets, flows with simulated payees, balance transfers, idempotency
-//! keys (24 h on the sim clock), the App wallet, and fault injection (rate limit, injected and
+//! keys (24 h on the sim clock), the App and its wallet (`GET /v2/apps/{app_id}`, funded by
+//! `POST /_sim/fund`), and fault injection (rate limit, injected and
 //! random 429/5xx, dropped responses, stalls, latency). See `shared/dots/README.md`, section C.
 //!
 //! Guarantees:
@@ -35,7 +36,7 @@ mod webhooks;
 mod wire;
 
 pub use clock::SimClock;
-pub use config::{DEFAULT_RETRY_DELAYS_MS, DuplicateKeyMode, Fault, SimConfig};
+pub use config::{DEFAULT_APP_ID, DEFAULT_RETRY_DELAYS_MS, DuplicateKeyMode, Fault, SimConfig};
 pub use validate::ApiError;
 pub use webhooks::{DEFAULT_WEBHOOK_SECRET, DeliveryRecord, DeliveryStatus};
 pub use wire::{Ledger, LedgerTransfer, LedgerUser};
@@ -139,6 +140,11 @@ impl Sim {
             users,
             app_wallet,
         }
+    }
+
+    /// Adds `cents` to the App wallet (like `POST /_sim/fund`); returns the new balance.
+    pub fn fund(&self, cents: i64) -> i64 {
+        self.lock().fund(cents)
     }
 
     /// Find-or-create a user by phone, like `POST /v2/users` but without input validation.

@@ -12,7 +12,7 @@
 use super::config::{DuplicateKeyMode, SimConfig};
 use super::validate::ApiError;
 use super::webhooks::{Notifier, SimEvent};
-use super::wire::{FlowRequest, LedgerTransfer, LedgerUser, onboarded_metadata};
+use super::wire::{AppFigures, FlowRequest, LedgerTransfer, LedgerUser, onboarded_metadata};
 use crate::dots::types::{CreateTransfer, CreateUser, Flow, PhoneNumber, Transfer, User, Wallet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -304,6 +304,28 @@ impl State {
             events.send(SimEvent::TransferCreated(transfer.clone()));
         }
         Ok(TransferOutcome::Created(transfer))
+    }
+
+    /// Adds `cents` to the App wallet (a deposit, as `POST /_sim/fund`); the new balance.
+    pub fn fund(&mut self, cents: i64) -> i64 {
+        self.app_wallet = self.app_wallet.saturating_add(cents);
+        self.app_wallet
+    }
+
+    /// The App's figures: wallet balance, money paid out to users (net of transfers back),
+    /// and how many users it has, for `GET /v2/apps/{app_id}`.
+    pub fn app_metrics(&self) -> AppFigures {
+        let money_out = self
+            .transfers
+            .iter()
+            .map(|r| -r.transfer.amount)
+            .sum::<i64>()
+            .max(0);
+        AppFigures {
+            wallet_cents: self.app_wallet,
+            money_out_cents: money_out,
+            users: self.users.len() as i64,
+        }
     }
 
     pub fn transfer(&self, id: Uuid) -> Option<Transfer> {

@@ -1,10 +1,10 @@
 //! Every JSON shape the simulator reads or writes, in one place: the API objects as Dots shows
 //! them (`user`, `flow`, `transfer`, list pages, the `{"message", "error_code"}` error), the
 //! validated `POST /v2/flows` body, the webhook bodies, and the `/_sim/...` test-hook answers
-//! (ledger, clock). The wire types shared with the client live in `dots::types`; this module
+//! (ledger, clock, fund). The wire types shared with the client live in `dots::types`; this module
 //! adds only what the simulator alone renders. It imports no other simulator module.
 //!
-//! Guarantees: responses follow the spec's `user`, `flow` and `transfer` schemas (extra fields
+//! Guarantees: responses follow the spec's `user`, `flow`, `transfer` and `app` schemas (extra fields
 //! the real API sends, like `payout_link_id: null` on flows, are added; fields the spec types
 //! without `null`, like `default_payout_method`, are left out rather than sent as null);
 //! timestamps are RFC 3339 with `Z`.
@@ -49,6 +49,43 @@ pub fn transfer_json(t: &Transfer, as_string: bool) -> Value {
         v["amount"] = Value::String(t.amount.to_string());
     }
     v
+}
+
+/// The App's figures the simulator holds (cents), rendered by [`app_json`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppFigures {
+    pub wallet_cents: i64,
+    pub money_out_cents: i64,
+    pub users: i64,
+}
+
+/// An App as `GET /v2/apps/{app_id}` shows it (the spec's `app` schema). `wallet_balance` and
+/// `money_out` are decimal strings in **dollars** (`"500.00"`): the spec says only "decimal",
+/// and dollars is how Dots most likely answers (see README, "Holds, pause and funding").
+pub fn app_json(id: Uuid, f: AppFigures) -> Value {
+    json!({
+        "id": id,
+        "name": "payrun simulator",
+        "status": "approved",
+        "metrics": {
+            "wallet_balance": dollars(f.wallet_cents),
+            "money_out": dollars(f.money_out_cents),
+            "connected_users": f.users,
+        },
+        "metadata": {},
+    })
+}
+
+/// Cents as a decimal dollar string: `50000` -> `"500.00"`, `-5` -> `"-0.05"`.
+fn dollars(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let c = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", c / 100, c % 100)
+}
+
+/// `POST /_sim/fund`'s answer: the App wallet after the deposit, in cents.
+pub fn fund_json(wallet_cents: i64) -> Value {
+    json!({ "app_wallet": wallet_cents })
 }
 
 /// A list page as the API shows it: `{"data": [...], "has_more"}`.

@@ -30,6 +30,10 @@ pub(in crate::app::dashboard) fn batch(
             dt { "Source" } dd { (Shown(&b.source)) }
             dt { "Created" } dd { (when(b.created_at)) }
             dt { "Total" } dd { "$" (format_cents(b.total_cents)) " in " (b.items) " items" }
+            @if let Some(w) = &b.wallet {
+                dt { "App wallet" }
+                dd class={ "wallet" @if w.covers != Some(true) { " short" } } { (Shown(&w.line())) }
+            }
             dt { "Progress" } dd { (progress(b)) }
         }
         div class="actions" {

@@ -98,6 +98,14 @@ mod tests {
                 items: 1,
                 cents: 100,
             }],
+            wallet: Some(crate::app::wallet::WalletView {
+                app_id: EVIL.into(),
+                balance_cents: None,
+                committed_cents: 0,
+                batch_cents: 100,
+                covers: None,
+                error: Some(EVIL.into()),
+            }),
         };
         assert_safe(&batches("csrf", std::slice::from_ref(&status)).into_string());
         let summary = ItemSummary {
