@@ -87,6 +87,11 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub poll_cron: String,
     pub poll_schedule_secs: Vec<u64>,
+    /// A poll that failed (5xx, 429, timeout, no connection) is retried after about this long,
+    /// doubling for each failure in a row, jittered, never later than `poll_retry_max_secs`
+    /// unless Dots' `Retry-After` asks for longer (see `jobs::poll_next`).
+    pub poll_retry_secs: u64,
+    pub poll_retry_max_secs: u64,
     pub onboarding_steps: Vec<String>,
     pub backoff_base_ms: u64,
     pub backoff_max_secs: u64,

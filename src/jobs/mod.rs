@@ -18,6 +18,7 @@ pub mod gate;
 mod lease;
 pub mod plan;
 pub mod poll;
+pub mod poll_next;
 mod queue;
 mod transfer;
 pub mod worker;
@@ -218,15 +219,11 @@ impl Engine {
                 .as_millis() as i64
     }
 
-    /// The first poll time of a flow polled `polls` times so far.
+    /// The next poll time of a flow read `polls` times so far (0: a new flow), along
+    /// `worker.poll_schedule_secs` (see `poll_next`).
     pub fn next_poll_at(&self, polls: i64) -> i64 {
-        let sched = &self.settings.poll_schedule_secs;
-        let secs = sched
-            .get(polls.max(0) as usize)
-            .or(sched.last())
-            .copied()
-            .unwrap_or(60);
-        self.now() + secs as i64 * 1000
+        let delay = poll_next::scheduled(&self.settings.poll_schedule_secs, polls);
+        self.now() + delay.as_millis() as i64
     }
 
     /// Works the item until it waits, ends, or needs a retry later.

@@ -53,6 +53,7 @@ fn item(
         next_attempt_at: 1,
         next_poll_at: None,
         polls: 0,
+        poll_errors: 0,
         lease_owner: None,
         lease_until: 0,
         last_error: None,

@@ -1,6 +1,11 @@
 //! Polling open flows: items waiting on their payee (`onboarding`, `awaiting_payout`) are
-//! checked with `GET /v2/flows/{id}` when their per-flow poll time is due, backing off per flow
-//! along `worker.poll_schedule_secs`. Run from an apalis-cron job (see `jobs::worker`).
+//! checked with `GET /v2/flows/{id}` when their per-flow poll time is due. Run from an
+//! apalis-cron job every few seconds (`worker.poll_cron`, see `jobs::worker`); a tick with
+//! nothing due is one read of the `items_poll_due` index.
+//!
+//! When the next poll comes is decided in `poll_next`: a read of a still-open flow backs off
+//! along `worker.poll_schedule_secs`; a failed read (5xx, 429, timeout, no connection) is
+//! retried within seconds and leaves the flow's place on that schedule alone.
 //!
 //! An onboarding flow that gained a `user_id` moves its item to `transferring` (the caller
 //! enqueues it); a payout flow whose `completed_steps` cover its `steps` completes the item.
@@ -8,6 +13,7 @@
 use futures::StreamExt;
 use tracing::{info, instrument, warn};
 
+use super::poll_next::{PollOutcome, next_poll_delay};
 use super::{Engine, JobError};
 use crate::batch::ItemId;
 use crate::item::ItemState;
@@ -28,6 +34,10 @@ pub struct PollReport {
 /// Polls every flow due at `now` (unix ms), at most `limit`, a few at a time.
 #[instrument(skip(engine))]
 pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollReport, JobError> {
+    // The usual tick: nothing due, and a read (not a claim, which writes) finds that out.
+    if !engine.store.poll_due_exists(now).await? {
+        return Ok(PollReport::default());
+    }
     // Claimed for a while; each poll below records the item's real next time.
     let due = engine
         .store
@@ -150,7 +160,7 @@ async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError
                 None => {
                     engine
                         .store
-                        .record_poll(id, state, engine.next_poll_at(item.polls + 1))
+                        .record_poll(id, state, engine.poll_at(item, PollOutcome::Open))
                         .await?;
                     Ok(Polled::Open)
                 }
@@ -162,7 +172,7 @@ async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError
             _ => {
                 engine
                     .store
-                    .record_poll(id, state, engine.next_poll_at(item.polls + 1))
+                    .record_poll(id, state, engine.poll_at(item, PollOutcome::Open))
                     .await?;
                 Ok(Polled::Open)
             }
@@ -179,10 +189,13 @@ async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError
             Ok(Polled::Open)
         }
         Err(e) => {
-            // Try again at the next scheduled poll; a flow read never changes money.
+            // Try again in seconds, the flow's schedule unmoved; a flow read never changes money.
+            let failed = PollOutcome::Failed {
+                retry_after: e.retry_after(),
+            };
             engine
                 .store
-                .record_poll(id, state, engine.next_poll_at(item.polls))
+                .record_poll_error(id, state, engine.poll_at(item, failed))
                 .await?;
             engine
                 .store
@@ -190,5 +203,20 @@ async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError
                 .await?;
             Ok(Polled::Open)
         }
+    }
+}
+
+impl Engine {
+    /// When to poll `item`'s flow next after `outcome` (see `poll_next`), in unix ms.
+    fn poll_at(&self, item: &ItemRecord, outcome: PollOutcome) -> i64 {
+        let jitter = rand::random::<f64>();
+        let delay = next_poll_delay(
+            &self.settings,
+            outcome,
+            item.polls,
+            item.poll_errors,
+            jitter,
+        );
+        self.now() + delay.as_millis() as i64
     }
 }

@@ -121,7 +121,8 @@ impl Store {
             .transpose()
     }
 
-    /// A poll that found the flow still open: poll again at `next_poll_at`.
+    /// A poll that found the flow still open: poll again at `next_poll_at` (the flow moves one
+    /// step along its poll schedule, and its run of failed polls ends).
     pub async fn record_poll(
         &self,
         id: ItemId,
@@ -129,10 +130,36 @@ impl Store {
         next_poll_at: i64,
     ) -> Result<(), StoreError> {
         on_pool!(&self.pool, p => { sqlx::query(
-            "UPDATE items SET next_poll_at = $1, polls = polls + 1, api_calls = api_calls + 1
+            "UPDATE items SET next_poll_at = $1, polls = polls + 1, poll_errors = 0, api_calls = api_calls + 1
              WHERE id = $2 AND state = $3")
             .bind(next_poll_at).bind(id.to_string()).bind(state.as_str()).execute(p).await?; });
         Ok(())
+    }
+
+    /// A poll that could not read the flow (5xx, 429, timeout, no connection): try again at
+    /// `next_poll_at`, one more failed poll in a row, the flow's poll schedule unmoved.
+    pub async fn record_poll_error(
+        &self,
+        id: ItemId,
+        state: ItemState,
+        next_poll_at: i64,
+    ) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query(
+            "UPDATE items SET next_poll_at = $1, poll_errors = poll_errors + 1, api_calls = api_calls + 1
+             WHERE id = $2 AND state = $3")
+            .bind(next_poll_at).bind(id.to_string()).bind(state.as_str()).execute(p).await?; });
+        Ok(())
+    }
+
+    /// Whether any flow's poll is due at `now`: a read of one entry of the `items_poll_due`
+    /// index, so an idle poller tick costs no write (a claim on SQLite takes the write lock
+    /// even when it matches nothing).
+    pub async fn poll_due_exists(&self, now: i64) -> Result<bool, StoreError> {
+        let due: Option<i64> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT next_poll_at FROM items WHERE next_poll_at IS NOT NULL AND next_poll_at <= $1
+             ORDER BY next_poll_at LIMIT 1")
+            .bind(now).fetch_optional(p).await?);
+        Ok(due.is_some())
     }
 
     /// Claims items waiting on a payee whose flow is due for a poll, oldest due first: their

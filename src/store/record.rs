@@ -14,8 +14,8 @@ pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cent
     email, country_code, phone_number, dots_user_id, state, onboarding_flow_id, onboarding_link,
     transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
-    next_attempt_at, next_poll_at, polls, lease_owner, lease_until, last_error, api_calls, updated_at,
-    step_since, step_first_error";
+    next_attempt_at, next_poll_at, polls, poll_errors, lease_owner, lease_until, last_error, api_calls,
+    updated_at, step_since, step_first_error";
 
 /// An item row as stored (text ids, integer flags).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -49,6 +49,7 @@ pub(super) struct ItemRow {
     next_attempt_at: i64,
     next_poll_at: Option<i64>,
     polls: i64,
+    poll_errors: i64,
     lease_owner: Option<String>,
     lease_until: i64,
     last_error: Option<String>,
@@ -91,7 +92,10 @@ pub struct ItemRecord {
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub next_poll_at: Option<i64>,
+    /// Polls of the current flow that read it (they move it along its poll schedule).
     pub polls: i64,
+    /// Polls of the current flow that failed in a row since the last one that read it.
+    pub poll_errors: i64,
     pub lease_owner: Option<String>,
     pub lease_until: i64,
     pub last_error: Option<String>,
@@ -165,6 +169,7 @@ impl TryFrom<ItemRow> for ItemRecord {
             next_attempt_at: r.next_attempt_at,
             next_poll_at: r.next_poll_at,
             polls: r.polls,
+            poll_errors: r.poll_errors,
             lease_owner: r.lease_owner,
             lease_until: r.lease_until,
             last_error: r.last_error,
