@@ -6,7 +6,8 @@
 //! variable it came from (`error`). Files are read with figment's TOML provider; the
 //! environment is one small provider per variable (`env`), because figment's own `Env` reads
 //! only the process environment (tests feed theirs) and cannot name the variable behind a bad
-//! value or take the old names as aliases.
+//! value or take the old names as aliases (so figment's `env` feature is not needed; its
+//! `parse-value` reads a list written `[60,300]`).
 //!
 //! Every key of every section can be set as `PAYRUN_<SECTION>_<KEY>` (split at the first `_`
 //! after `PAYRUN_`; a key added to a struct here needs no code for it); the old names stay as
@@ -263,7 +264,13 @@ pub struct Settings {
 impl Settings {
     /// The compiled-in defaults only (no files, no environment): for tests and the demo.
     pub fn builtin() -> Settings {
-        layers::extract(&[layers::Layer::builtin()]).expect("built-in config/default.toml is valid")
+        static BUILTIN_SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+        BUILTIN_SETTINGS
+            .get_or_init(|| {
+                layers::extract(&[layers::Layer::builtin()])
+                    .expect("built-in config/default.toml is valid")
+            })
+            .clone()
     }
 
     /// The compiled-in defaults with the environment `vars` (name, value) over them, no files:
