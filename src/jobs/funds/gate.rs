@@ -4,7 +4,7 @@
 use tracing::{info, warn};
 
 use super::{Decision, FundingConfig, Funds, PARK_MS, short_detail, verdict};
-use crate::batch::{BatchId, HoldReason};
+use crate::batch::BatchId;
 use crate::dots::client::{DotsError, ErrorClass};
 use crate::jobs::{Engine, JobError, Next, Step};
 use crate::money::format_cents;
@@ -24,33 +24,26 @@ impl Engine {
         &self,
         item: &ItemRecord,
     ) -> Result<Option<Step>, JobError> {
-        if self.funds.config.app_id.is_some()
-            && !self.funds.lock_checked().contains(&item.batch_id)
-            && let Err(e) = self.preflight(item.batch_id).await
-        {
-            // The balance could not be read: look again later, without an attempt counted.
-            let at = self.next_attempt_at(3, Some(&e));
-            warn!(batch_id = %item.batch_id, error = %e, "funding pre-flight could not read the App balance");
-            self.store.defer_item(item.id, at).await?;
-            return Ok(Some(Step::done(Next::RetryAt(at))));
+        let unchecked = self.funds.config.app_id.is_some()
+            && !self.funds.lock_checked().contains(&item.batch_id);
+        if unchecked {
+            if let Err(e) = self.preflight(item.batch_id).await {
+                // The balance could not be read: look again later, without an attempt counted.
+                let at = self.next_attempt_at(3, Some(&e));
+                warn!(batch_id = %item.batch_id, error = %e, "funding pre-flight could not read the App balance");
+                self.store.defer_item(item.id, at).await?;
+                return Ok(Some(Step::done(Next::RetryAt(at))));
+            }
+            // The pre-flight may just have written a hold: the gate must see it now, not
+            // after its cache's feed interval.
+            self.refresh_gate().await;
         }
-        // GATE(h2): until the merge, a store read of the batch's hold before each transfer;
-        // the lead swaps this for `jobs::gate` (cached per feed interval).
-        let held = self
-            .store
-            .batch(item.batch_id)
-            .await?
-            .and_then(|b| b.hold)
-            .is_some_and(|h| {
-                h.reason == HoldReason::InsufficientFunds
-                    && h.from_line.is_none_or(|line| item.line >= line)
-            });
-        if !held {
-            return Ok(None);
+        // A funds hold covering this item (`jobs::gate`, cached per feed interval): the job
+        // ends and the item stays due; the feeder hands it over again once the hold is lifted.
+        if let super::super::gate::Gate::Stop(_) = self.gate(item).await? {
+            return Ok(Some(Step::done(Next::Idle)));
         }
-        let at = self.now() + PARK_MS;
-        self.store.defer_item(item.id, at).await?;
-        Ok(Some(Step::done(Next::RetryAt(at))))
+        Ok(None)
     }
 
     /// Decides the batch's pre-flight if no worker has (see the module doc).
@@ -174,6 +167,8 @@ impl Engine {
                 .next_at
                 .max(now + self.probe_delay(p.tries).as_millis() as i64);
         }
+        // Later items of this process must see the hold at once.
+        self.refresh_gate().await;
         warn!(batch_id = %item.batch_id, item_id = %item.id, batches_held = held, "App wallet short: {detail}; batches held for funds");
         crate::metrics::funds_hold("held", held);
         Ok(Step::done(Next::RetryAt(at)))
