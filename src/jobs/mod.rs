@@ -17,6 +17,7 @@ pub mod plan;
 pub mod poll;
 mod queue;
 mod transfer;
+pub mod watchdog;
 pub mod worker;
 
 pub use queue::{ITEM_QUEUE, ItemJob, Queue, QueueError};
