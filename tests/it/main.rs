@@ -30,5 +30,6 @@ mod secrets;
 mod sim_api;
 mod sim_schema;
 mod store;
+mod watchdog;
 mod webhook;
 mod webhook_flow;
