@@ -106,7 +106,12 @@ pub fn judge(o: &Observed, liveness: Liveness, now: i64, stall_ms: i64) -> Verdi
 
 /// Whether the process must exit: a dead component at once; a stalled one reported since
 /// `reported_ms` once it has stayed so `exit_after_ms`.
-pub fn must_exit(verdict: &Verdict, reported_ms: Option<i64>, now: i64, exit_after_ms: i64) -> bool {
+pub fn must_exit(
+    verdict: &Verdict,
+    reported_ms: Option<i64>,
+    now: i64,
+    exit_after_ms: i64,
+) -> bool {
     match verdict {
         Verdict::Healthy => false,
         Verdict::Dead(_) => true,
@@ -278,7 +283,8 @@ impl Watchdog {
                 Verdict::Stalled(r) => ("stalled", r),
                 Verdict::Dead(r) => ("died", r),
             };
-            self.health.report(&source, format!("{state}: {reason}"), now);
+            self.health
+                .report(&source, format!("{state}: {reason}"), now);
             if c.reported_ms.is_none() {
                 c.reported_ms = Some(now);
                 error!(component = %c.name, %reason, "worker component {state}");
@@ -338,7 +344,8 @@ mod tests {
     #[test]
     fn a_component_is_judged_dead_stalled_or_healthy_and_the_process_exits_within_the_bounds() {
         // (what it reported, liveness, now, reported since) -> (verdict kind, exit?)
-        let cases: &[(Observed, Liveness, i64, Option<i64>, &str, bool)] = &[
+        type Case = (Observed, Liveness, i64, Option<i64>, &'static str, bool);
+        let cases: &[Case] = &[
             // Beating steadily.
             (obs(99_000, 0, None), BEATS, 100_000, None, "healthy", false),
             // Just started, no beat yet, within the bound.
@@ -346,25 +353,102 @@ mod tests {
             // Silent past the bound: it hangs.
             (obs(10_000, 0, None), BEATS, 70_001, None, "stalled", false),
             // ... and still so exit_after later.
-            (obs(10_000, 0, None), BEATS, 100_001, Some(70_001), "stalled", true),
+            (
+                obs(10_000, 0, None),
+                BEATS,
+                100_001,
+                Some(70_001),
+                "stalled",
+                true,
+            ),
             // Failing, but not yet for the bound.
-            (obs(19_000, 20_000, None), BEATS, 79_000, None, "healthy", false),
+            (
+                obs(19_000, 20_000, None),
+                BEATS,
+                79_000,
+                None,
+                "healthy",
+                false,
+            ),
             // Failing for longer than the bound.
-            (obs(19_000, 20_000, None), BEATS, 80_001, None, "stalled", false),
+            (
+                obs(19_000, 20_000, None),
+                BEATS,
+                80_001,
+                None,
+                "stalled",
+                false,
+            ),
             // Reported, not yet exit_after ago; then exit_after ago.
-            (obs(19_000, 20_000, None), BEATS, 110_000, Some(80_001), "stalled", false),
-            (obs(19_000, 20_000, None), BEATS, 110_001, Some(80_001), "stalled", true),
+            (
+                obs(19_000, 20_000, None),
+                BEATS,
+                110_000,
+                Some(80_001),
+                "stalled",
+                false,
+            ),
+            (
+                obs(19_000, 20_000, None),
+                BEATS,
+                110_001,
+                Some(80_001),
+                "stalled",
+                true,
+            ),
             // It recovered: healthy again, no exit.
-            (obs(110_000, 0, None), BEATS, 110_500, Some(80_001), "healthy", false),
+            (
+                obs(110_000, 0, None),
+                BEATS,
+                110_500,
+                Some(80_001),
+                "healthy",
+                false,
+            ),
             // A sparse component (cron) is not stalled by silence ...
-            (obs(0, 0, None), Liveness::Turns, 10_000_000, None, "healthy", false),
+            (
+                obs(0, 0, None),
+                Liveness::Turns,
+                10_000_000,
+                None,
+                "healthy",
+                false,
+            ),
             // ... only by failures lasting the bound.
-            (obs(0, 20_000, None), Liveness::Turns, 80_001, None, "stalled", false),
+            (
+                obs(0, 20_000, None),
+                Liveness::Turns,
+                80_001,
+                None,
+                "stalled",
+                false,
+            ),
             // Dead: exit at once, whatever else it reported.
-            (obs(99_000, 0, Some("fetch failed")), BEATS, 100_000, None, "dead", true),
+            (
+                obs(99_000, 0, Some("fetch failed")),
+                BEATS,
+                100_000,
+                None,
+                "dead",
+                true,
+            ),
             // A slow beat (heartbeat every 30 s) gets three beats before it counts as silent.
-            (obs(10_000, 0, None), Liveness::Beats { every_ms: 30_000 }, 95_000, None, "healthy", false),
-            (obs(10_000, 0, None), Liveness::Beats { every_ms: 30_000 }, 100_001, None, "stalled", false),
+            (
+                obs(10_000, 0, None),
+                Liveness::Beats { every_ms: 30_000 },
+                95_000,
+                None,
+                "healthy",
+                false,
+            ),
+            (
+                obs(10_000, 0, None),
+                Liveness::Beats { every_ms: 30_000 },
+                100_001,
+                None,
+                "stalled",
+                false,
+            ),
         ];
         for (i, (o, liveness, now, reported, kind, exit)) in cases.iter().enumerate() {
             let v = judge(o, *liveness, *now, STALL);
@@ -374,7 +458,11 @@ mod tests {
                 Verdict::Dead(_) => "dead",
             };
             assert_eq!(got, *kind, "case {i}: {v:?}");
-            assert_eq!(must_exit(&v, *reported, *now, EXIT), *exit, "case {i}: {v:?}");
+            assert_eq!(
+                must_exit(&v, *reported, *now, EXIT),
+                *exit,
+                "case {i}: {v:?}"
+            );
         }
     }
 

@@ -212,14 +212,24 @@ impl Store {
                 "UPDATE items SET queued_until = 0
                  WHERE queued_until >= $1 AND lease_until < $1
                    AND id NOT IN (SELECT json_extract(CAST(job AS TEXT), '$.item_id') FROM Jobs
-                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))")
-                .bind(now).bind(q).execute(p).await?.rows_affected(),
+                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
+            )
+            .bind(now)
+            .bind(q)
+            .execute(p)
+            .await?
+            .rows_affected(),
             Pool::Postgres(p) => sqlx::query(
                 "UPDATE items SET queued_until = 0
                  WHERE queued_until >= $1 AND lease_until < $1
                    AND id NOT IN (SELECT job->>'item_id' FROM apalis.jobs
-                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))")
-                .bind(now).bind(q).execute(p).await?.rows_affected(),
+                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
+            )
+            .bind(now)
+            .bind(q)
+            .execute(p)
+            .await?
+            .rows_affected(),
         })
     }
 }

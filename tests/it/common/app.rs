@@ -103,7 +103,11 @@ pub async fn spawn_app(backend: Backend, sim_config: SimConfig) -> TestApp {
 }
 
 /// [`spawn_app`] with its files (the SQLite database) in `dir`, e.g. a small filesystem.
-pub async fn spawn_app_in(backend: Backend, sim_config: SimConfig, dir: tempfile::TempDir) -> TestApp {
+pub async fn spawn_app_in(
+    backend: Backend,
+    sim_config: SimConfig,
+    dir: tempfile::TempDir,
+) -> TestApp {
     let db_url = fresh_database(backend, dir.path()).await;
     let store = Store::connect(&db_url)
         .await
