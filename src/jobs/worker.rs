@@ -133,7 +133,15 @@ pub async fn run(
     let settings = engine.settings.clone();
     let heartbeat = Duration::from_secs(settings.heartbeat_secs.max(1));
     let queue = Queue::new(&engine.store, heartbeat);
-    let resumed = resume(&engine).await?;
+    // Before the watchdog runs: a database that stays locked fails the start-up instead.
+    let stall = Duration::from_secs(settings.stall_secs.max(1));
+    let resumed = tokio::time::timeout(stall, resume(&engine))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "resuming took over worker.stall_secs ({stall:?}): is the database locked?"
+            )
+        })??;
     info!(resumed, worker = %engine.owner, "worker starting");
     let schedule = cron::Schedule::from_str(&settings.poll_cron)
         .map_err(|e| anyhow::anyhow!("bad poll_cron {:?}: {e}", settings.poll_cron))?;

@@ -222,7 +222,7 @@ impl Store {
             Pool::Postgres(p) => sqlx::query(
                 "UPDATE items SET queued_until = 0
                  WHERE queued_until >= $1 AND lease_until < $1
-                   AND id NOT IN (SELECT job->>'item_id' FROM apalis.jobs
+                   AND id NOT IN (SELECT convert_from(job, 'UTF8')::json->>'item_id' FROM apalis.jobs
                                   WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
             )
             .bind(now)

@@ -1,8 +1,8 @@
 //! A worker that cannot work says so and exits (the real `payrun worker` binary, an in-process
 //! simulator): its SQLite database on a full disk makes it exit non-zero within a bound with an
 //! ERROR line naming the cause; restarted once space is freed, it pays every payee exactly once
-//! without waiting for a queue claim (5 min) to lapse. With its PostgreSQL database locked, the
-//! stalled feeder shows on `/healthz` (503) before the process exits.
+//! without waiting for a queue claim (5 min) to lapse. With its PostgreSQL items table locked,
+//! the stalled part (feeder or queue worker) shows on `/healthz` (503) before the process exits.
 //!
 //! Why a tmpfs of a few MiB and not SQLite's `max_page_count`: a real full filesystem fails every
 //! file that grows — the database, its WAL, apalis' rows — with ENOSPC, as a full disk does,
@@ -65,12 +65,23 @@ fn fill(path: &Path) {
 }
 
 /// A `payrun worker` on `app`'s database, run from `cwd` (no `config/`, no `jobs/` there).
-fn worker(app: &TestApp, sim: &SimConfig, cwd: &Path, log: &Path) -> tokio::process::Child {
+/// Its watchdog: stalled after 3 s, exits `stall_exit_secs` later; `/healthz` on `health`.
+fn worker(
+    app: &TestApp,
+    sim: &SimConfig,
+    cwd: &Path,
+    log: &Path,
+    health: &str,
+    stall_exit_secs: u64,
+) -> tokio::process::Child {
     let config = cwd.join("watchdog.toml");
     std::fs::write(
         &config,
-        "[worker]\nstall_secs = 3\nstall_exit_secs = 2\nheartbeat_secs = 1\nlease_secs = 5\n\
-         backoff_base_ms = 10\nbackoff_max_secs = 1\nqueue_poll_ms = 20\nfeed_ms = 50\n",
+        format!(
+            "[worker]\nstall_secs = 3\nstall_exit_secs = {stall_exit_secs}\nheartbeat_secs = 1\n\
+             lease_secs = 5\nbackoff_base_ms = 10\nbackoff_max_secs = 1\nqueue_poll_ms = 20\n\
+             feed_ms = 50\n"
+        ),
     )
     .unwrap();
     tokio::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
@@ -78,7 +89,7 @@ fn worker(app: &TestApp, sim: &SimConfig, cwd: &Path, log: &Path) -> tokio::proc
         .arg(&config)
         .arg("worker")
         .arg("--health-listen")
-        .arg("127.0.0.1:0")
+        .arg(health)
         .current_dir(cwd)
         .env("PAYRUN_DATABASE_URL", &app.db_url)
         .env("DOTS_BASE_URL", &app.sim.base_url)
@@ -121,7 +132,7 @@ async fn a_worker_on_a_full_disk_exits_non_zero_and_after_a_restart_pays_everyon
     let cwd = tempfile::tempdir().unwrap();
     let log = cwd.path().join("worker-1.log");
     let logs = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let mut child = worker(&app, &sim, cwd.path(), &log);
+    let mut child = worker(&app, &sim, cwd.path(), &log, "127.0.0.1:0", 2);
 
     // Mid-batch, the disk fills up.
     let started = Instant::now();
@@ -165,7 +176,7 @@ async fn a_worker_on_a_full_disk_exits_non_zero_and_after_a_restart_pays_everyon
     // Space is freed; a restarted worker finishes well before any claim (5 min) could lapse.
     std::fs::remove_file(&filler).unwrap();
     let log2 = cwd.path().join("worker-2.log");
-    let mut child = worker(&app, &sim, cwd.path(), &log2);
+    let mut child = worker(&app, &sim, cwd.path(), &log2, "127.0.0.1:0", 2);
     let restarted = Instant::now();
     while !settled(&app, batch).await {
         assert!(
@@ -198,6 +209,95 @@ async fn a_worker_on_a_full_disk_exits_non_zero_and_after_a_restart_pays_everyon
             i.state
         );
     }
+    app.assert_paid_exactly_once(batch).await;
+    assert_eq!(app.ledger().transfers.len(), PAYEES, "each payee paid once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_postgres_items_table_stays_locked_answers_503_then_exits_non_zero() {
+    use sqlx::Connection;
+    let sim = SimConfig {
+        latency_ms: 200,
+        ..quiet_sim()
+    };
+    let app = spawn_app(Backend::Postgres, sim.clone()).await;
+    let batch = batch_of_known_payees(&app).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let health = format!("127.0.0.1:{port}");
+    let cwd = tempfile::tempdir().unwrap();
+    let log = cwd.path().join("worker.log");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut child = worker(&app, &sim, cwd.path(), &log, &health, 6);
+    let started = Instant::now();
+    while app.ledger().transfers.len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no transfer went out: {}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Mid-batch, someone takes the items table and holds it: every feed waits on it.
+    let mut locker = sqlx::PgConnection::connect(&app.db_url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let locked_at = Instant::now();
+    let http = reqwest::Client::new();
+    let url = format!("http://{health}/healthz");
+    let problems = loop {
+        assert!(
+            locked_at.elapsed() < Duration::from_secs(30),
+            "/healthz never answered 503: {}",
+            logs()
+        );
+        if let Ok(r) = http.get(&url).send().await
+            && r.status() == 503
+        {
+            break r.text().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The feeder, or apalis' worker whose jobs all wait on the table: whichever shows first.
+    assert!(problems.contains("\"source\":\"worker."), "{problems}");
+    assert!(problems.contains("stalled: no progress"), "{problems}");
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the stalled worker did not exit: {}", logs()))
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{}", logs());
+    assert!(
+        logs().contains("stalled: no progress for")
+            && logs().contains("exiting so that a supervisor restarts it"),
+        "an ERROR line names the stalled part: {}",
+        logs()
+    );
+    // The lock goes; the next worker pays everyone once.
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let watch = app.store.clone();
+    let until = async move {
+        let _ = payrun::app::wait_settled(&watch, batch, Duration::from_millis(100), |_| {}).await;
+    };
+    tokio::time::timeout(
+        Duration::from_secs(180),
+        payrun::app::work_until(app.engine.clone(), until),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "the next worker did not settle the batch: {:?}",
+            futures::executor::block_on(app.store.batch_counts(batch))
+        )
+    })
+    .unwrap();
     app.assert_paid_exactly_once(batch).await;
     assert_eq!(app.ledger().transfers.len(), PAYEES, "each payee paid once");
 }
