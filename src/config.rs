@@ -117,6 +117,12 @@ pub struct WorkerSettings {
     pub feed_ms: u64,
     pub claim_secs: u64,
     pub prune_done_ms: u64,
+    /// A part of the worker (queue worker, poller, feeder, pruner) that makes no progress, or
+    /// whose store calls keep failing, this long is stalled (`jobs::watchdog`).
+    pub stall_secs: u64,
+    /// A stalled part that has not recovered this long after being reported makes the worker
+    /// process exit (1) so a supervisor restarts it; a dead part exits it at once.
+    pub stall_exit_secs: u64,
 }
 
 /// The unit of `app.metrics.wallet_balance` (mirrors `dots::types::BalanceUnit`; config is a

@@ -21,6 +21,7 @@ pub mod poll;
 pub mod poll_next;
 mod queue;
 mod transfer;
+pub mod watchdog;
 pub mod worker;
 
 pub use queue::{ITEM_QUEUE, ItemJob, Queue, QueueError};

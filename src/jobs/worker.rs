@@ -2,9 +2,14 @@
 //! poller, both on the same database as the store, both stopped by one shutdown future.
 //!
 //! Guarantees:
+//! - every part runs under the watchdog (`jobs::watchdog`): one that dies or stalls is reported
+//!   (`/healthz` 503, an ERROR line) and makes `run` return an error within a bound, instead of
+//!   leaving a process that looks alive and does nothing; add a new background loop with
+//!   `Watchdog::spawn` so it is watched too;
 //! - the feeder (`jobs::feed`) keeps a window of due items in the queue; a job lost between a
 //!   batch's commit and its enqueue, or with a crashed worker, is replaced when its claim
-//!   lapses (at once on start-up when no job is queued anywhere);
+//!   lapses (at once on start-up when no queued job stands behind the claim);
+//! - a restarted worker feeds at once the items a dead one had claimed for the queue;
 //! - on shutdown, jobs in flight finish (apalis drains them) before `run` returns; a job killed
 //!   mid-flight is retried after its lease and apalis' heartbeat expire, and the item's stored
 //!   state decides what it does (see `jobs::transfer` for why that never pays twice).
@@ -23,6 +28,7 @@ use tracing::{error, info, warn};
 
 use super::poll;
 use super::queue::on_queue;
+use super::watchdog::{Liveness, Pulse, Watchdog};
 use super::{Engine, ItemJob, Next, Queue, feed};
 use crate::store::now_ms;
 
@@ -55,6 +61,10 @@ const JOB_ERROR_BACKOFF_STEP: i64 = 3;
 struct Shared {
     engine: Engine,
     polling: Arc<tokio::sync::Mutex<()>>,
+    /// The poller's pulse (`jobs::watchdog`): a tick whose store calls fail reports it.
+    poller: Pulse,
+    /// The queue worker's pulse: item jobs note their store errors on it.
+    queue: Pulse,
 }
 
 async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynError> {
@@ -69,6 +79,7 @@ async fn handle_item(job: ItemJob, shared: Data<Shared>) -> Result<(), BoxDynErr
         Ok(Next::Busy(_) | Next::Idle) => {}
         Err(e) => {
             error!(item_id = %id, error = %e, "item job failed");
+            shared.queue.noted(&e);
             crate::metrics::retry(crate::metrics::Retry::JobError);
             let at = now_ms()
                 + shared
@@ -94,18 +105,30 @@ async fn handle_tick(_tick: Tick, shared: Data<Shared>) -> Result<(), BoxDynErro
         return Ok(());
     }
     // Items it moves back to work (onboarded payees) are fed by the feeder.
-    poll::poll_due(&shared.engine, now_ms(), 1000).await?;
+    match poll::poll_due(&shared.engine, now_ms(), 1000).await {
+        Ok(_) => shared.poller.ok(),
+        Err(e) => {
+            shared.poller.failed(&e);
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
 
-/// At start-up: if no job is queued or running anywhere, claims left by a crashed worker are
-/// dropped so their items are fed at once (see `Store::drop_claims_if_queue_empty`).
+/// At start-up: claims no queued job stands behind (left by a worker that crashed or was
+/// stopped by its watchdog, e.g. claimed before a full disk refused their jobs) are dropped so
+/// their items are fed at once (see `Store::drop_claims_without_job`).
 pub async fn resume(engine: &Engine) -> anyhow::Result<u64> {
-    Ok(engine.store.drop_claims_if_queue_empty(now_ms()).await?)
+    Ok(engine.store.drop_claims_without_job(now_ms()).await?)
 }
 
-/// Runs the item worker and the poller until `shutdown` resolves, then lets jobs in flight
-/// finish.
+/// How long a worker stopped by its watchdog waits for its jobs in flight before it exits (its
+/// database may be what failed; their leases lapse after `worker.lease_secs` anyway).
+const WATCHDOG_DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the item worker, the poller, the feeder, the pruner and the schedule crons under the
+/// watchdog (`jobs::watchdog`) until `shutdown` resolves, then lets jobs in flight finish.
+/// Returns an error (the process exits 1) when the watchdog finds a part dead or stalled.
 pub async fn run(
     engine: Engine,
     crons: Vec<CronTask>,
@@ -114,7 +137,15 @@ pub async fn run(
     let settings = engine.settings.clone();
     let heartbeat = Duration::from_secs(settings.heartbeat_secs.max(1));
     let queue = Queue::new(&engine.store, heartbeat);
-    let resumed = resume(&engine).await?;
+    // Before the watchdog runs: a database that stays locked fails the start-up instead.
+    let stall = Duration::from_secs(settings.stall_secs.max(1));
+    let resumed = tokio::time::timeout(stall, resume(&engine))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "resuming took over worker.stall_secs ({stall:?}): is the database locked?"
+            )
+        })??;
     info!(resumed, worker = %engine.owner, "worker starting");
     // One probe decides the credentials circuit before any item is touched.
     engine.start_probe().await?;
@@ -123,20 +154,31 @@ pub async fn run(
     let shared = Shared {
         engine: engine.clone(),
         polling: Arc::default(),
+        poller: Pulse::default(),
+        queue: Pulse::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let tx = Arc::new(tx);
+    let mut dog = Watchdog::new(engine.health.clone(), &settings, rx.clone());
     // Finished queue rows slow apalis' acknowledgements down as they pile up: prune them.
     if settings.prune_done_ms > 0 {
         let (store, mut stop) = (engine.store.clone(), rx.clone());
         let every = Duration::from_millis(settings.prune_done_ms);
-        tokio::spawn(async move {
+        let liveness = Liveness::Beats {
+            every_ms: every.as_millis() as i64,
+        };
+        dog.spawn("pruner", liveness, |pulse| async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
-                    _ = stop.wait_for(|v| *v) => return,
+                    _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
                 }
-                if let Err(e) = store.prune_done_jobs().await {
-                    warn!(error = %e, "pruning finished jobs failed");
+                match store.prune_done_jobs().await {
+                    Ok(_) => pulse.ok(),
+                    Err(e) => {
+                        warn!(error = %e, "pruning finished jobs failed");
+                        pulse.failed(&e);
+                    }
                 }
             }
         });
@@ -145,14 +187,21 @@ pub async fn run(
     {
         let (engine, mut queue, mut stop) = (engine.clone(), queue.clone(), rx.clone());
         let every = Duration::from_millis(settings.feed_ms.max(10));
-        tokio::spawn(async move {
+        let liveness = Liveness::Beats {
+            every_ms: every.as_millis() as i64,
+        };
+        dog.spawn("feeder", liveness, |pulse| async move {
             loop {
-                if let Err(e) = feed::feed_once(&engine, &mut queue).await {
-                    warn!(error = %e, "feeding the queue failed");
+                match feed::feed_once(&engine, &mut queue).await {
+                    Ok(_) => pulse.ok(),
+                    Err(e) => {
+                        warn!(error = %e, "feeding the queue failed");
+                        pulse.failed(&e);
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
-                    _ = stop.wait_for(|v| *v) => return,
+                    _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
                 }
             }
         });
@@ -165,47 +214,75 @@ pub async fn run(
     ));
     // The funds probe: lifts funds holds once the App wallet covers them (see `jobs::funds`).
     tokio::spawn(super::funds::probe_loop(engine.clone(), rx.clone()));
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+    }
     let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
         Ok::<(), std::io::Error>(())
     };
     let interval = Duration::from_millis(settings.queue_poll_ms.max(10));
     let strategy = || apalis::prelude::Strategy::new().interval(interval);
-    let items = {
+    // apalis' worker beats with its heartbeats; its run future ends when it dies.
+    let beats = Liveness::Beats {
+        every_ms: heartbeat.as_millis() as i64,
+    };
+    dog.spawn("queue", beats, |pulse| {
         let name = format!("{}-items", engine.owner);
-        let shared = shared.clone();
+        let shared = Shared {
+            queue: pulse.clone(),
+            ..shared.clone()
+        };
         let concurrency = settings.concurrency.max(1);
         let rx = rx.clone();
+        let on_event = move |_: &WorkerContext, e: &Event| {
+            if matches!(e, Event::HeartBeat) {
+                pulse.ok();
+            }
+        };
         on_queue!(queue.clone(), s => WorkerBuilder::new(name)
             .backend(s.poll_with_strategy(strategy()))
             .concurrency(concurrency)
             .data(shared)
+            .on_event(on_event)
             .build(handle_item)
             .run_until(signal(rx))
             .boxed())
-    };
-    let poller = WorkerBuilder::new(format!("{}-poll", engine.owner))
-        .backend(CronScheduler::new(schedule))
-        .data(shared)
-        .build(handle_tick)
-        .run_until(signal(rx.clone()));
-    let scheduled = futures::future::join_all(crons.into_iter().map(|task| {
-        WorkerBuilder::new(format!("{}-cron-{}", engine.owner, task.name))
-            .backend(CronScheduler::new(task.schedule.clone()).with_timezone(task.tz))
-            .data(task)
-            .build(handle_cron)
+    });
+    dog.spawn("poller", Liveness::Turns, |pulse| {
+        let shared = Shared {
+            poller: pulse,
+            ..shared
+        };
+        WorkerBuilder::new(format!("{}-poll", engine.owner))
+            .backend(CronScheduler::new(schedule))
+            .data(shared)
+            .build(handle_tick)
             .run_until(signal(rx.clone()))
-    }));
-    let (a, b, c) = tokio::join!(items, poller, scheduled);
-    a?;
-    b?;
-    for r in c {
-        r?;
+    });
+    for task in crons {
+        let name = format!("schedule.{}", task.name);
+        dog.spawn(name, Liveness::Turns, |_| {
+            WorkerBuilder::new(format!("{}-cron-{}", engine.owner, task.name))
+                .backend(CronScheduler::new(task.schedule.clone()).with_timezone(task.tz))
+                .data(task)
+                .build(handle_cron)
+                .run_until(signal(rx.clone()))
+        });
     }
+    if let Err(exit) = dog.watch().await {
+        // Stop the other parts; jobs in flight get a bounded time to finish.
+        let _ = tx.send(true);
+        if !dog.join(Some(WATCHDOG_DRAIN)).await {
+            warn!("jobs in flight did not finish; their leases lapse");
+        }
+        return Err(exit.into());
+    }
+    dog.join(None).await;
     info!(worker = %engine.owner, "worker stopped");
     Ok(())
 }

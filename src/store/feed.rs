@@ -221,15 +221,37 @@ impl Store {
         Ok(())
     }
 
-    /// With no job queued or running anywhere, no claim can be live: lets every claim lapse
-    /// now, so a worker restarting after a crash hands those items over at once instead of
-    /// after `claim_secs`. Returns how many claims it dropped.
-    pub async fn drop_claims_if_queue_empty(&self, now: i64) -> Result<u64, StoreError> {
-        if self.queued_jobs().await? > 0 {
-            return Ok(0);
-        }
-        Ok(on_pool!(&self.pool, p => sqlx::query(
-            "UPDATE items SET queued_until = 0 WHERE queued_until >= $1 AND lease_until < $1")
-            .bind(now).execute(p).await?.rows_affected()))
+    /// Lets lapse now every claim for the queue that no queued job stands behind, on an item
+    /// no one holds: at start-up, so items a crashed worker (or one stopped by its watchdog,
+    /// e.g. after a full disk refused the jobs it had just claimed items for) left claimed are
+    /// fed at once instead of after `claim_secs`. A live feeder's claim whose job is not pushed
+    /// yet may be dropped too: its item is then fed twice, which is harmless (a job is only a
+    /// nudge; the lease decides who works it). Returns how many claims it dropped.
+    pub async fn drop_claims_without_job(&self, now: i64) -> Result<u64, StoreError> {
+        let q = super::ITEM_QUEUE;
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => sqlx::query(
+                "UPDATE items SET queued_until = 0
+                 WHERE queued_until >= $1 AND lease_until < $1
+                   AND id NOT IN (SELECT json_extract(CAST(job AS TEXT), '$.item_id') FROM Jobs
+                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
+            )
+            .bind(now)
+            .bind(q)
+            .execute(p)
+            .await?
+            .rows_affected(),
+            Pool::Postgres(p) => sqlx::query(
+                "UPDATE items SET queued_until = 0
+                 WHERE queued_until >= $1 AND lease_until < $1
+                   AND id NOT IN (SELECT convert_from(job, 'UTF8')::json->>'item_id' FROM apalis.jobs
+                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
+            )
+            .bind(now)
+            .bind(q)
+            .execute(p)
+            .await?
+            .rows_affected(),
+        })
     }
 }

@@ -34,5 +34,6 @@ mod sim_api;
 mod sim_schema;
 mod store;
 mod systemic;
+mod watchdog;
 mod webhook;
 mod webhook_flow;

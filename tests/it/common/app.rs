@@ -99,7 +99,15 @@ pub fn quiet_sim() -> SimConfig {
 }
 
 pub async fn spawn_app(backend: Backend, sim_config: SimConfig) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
+    spawn_app_in(backend, sim_config, tempfile::tempdir().expect("tempdir")).await
+}
+
+/// [`spawn_app`] with its files (the SQLite database) in `dir`, e.g. a small filesystem.
+pub async fn spawn_app_in(
+    backend: Backend,
+    sim_config: SimConfig,
+    dir: tempfile::TempDir,
+) -> TestApp {
     let db_url = fresh_database(backend, dir.path()).await;
     let store = Store::connect(&db_url)
         .await
