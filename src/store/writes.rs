@@ -214,9 +214,7 @@ impl Store {
             .val("payout_link", link)
             .raw("payout_call_open = 0")
             .val("next_poll_at", next_poll_at)
-            .raw(
-                "polls = 0, poll_errors = 0, attempts = 0, next_attempt_at = 1, last_error = NULL",
-            );
+            .raw("polls = 0, poll_errors = 0, next_attempt_at = 1, last_error = NULL");
         let mut c = Change::new(set, &detail);
         c.release = release;
         let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
