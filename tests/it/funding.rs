@@ -341,8 +341,17 @@ async fn status_and_dry_run_show_the_batch_beside_the_app_wallet(b: Backend) {
         text.contains("App wallet $500.00 against $2000.00 to pay: short by $1500.00"),
         "{text}"
     );
+    // Without an app id, no wallet is read (the hold, written earlier, still shows).
     let (plain, _) = payrun(&app, false, &["status", &id, "--json"]).await;
-    assert!(!plain.contains("wallet"), "{plain}");
+    let plain: serde_json::Value = serde_json::from_str(&plain).unwrap();
+    assert!(
+        plain[0].get("wallet").is_none_or(|w| w.is_null()),
+        "{plain:#}"
+    );
+    assert_eq!(
+        plain[0]["hold"]["reason"], "insufficient_funds",
+        "{plain:#}"
+    );
     let file = app.write_csv("small.csv", "payee_id,amount\ns-00,3.00\ns-01,2.00\n");
     let file = file.to_str().unwrap();
     let (dry, _) = payrun(&app, true, &["submit", "--dry-run", file]).await;
