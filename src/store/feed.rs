@@ -226,10 +226,7 @@ impl Store {
     /// e.g. after a full disk refused the jobs it had just claimed items for) left claimed are
     /// fed at once instead of after `claim_secs`. A live feeder's claim whose job is not pushed
     /// yet may be dropped too: its item is then fed twice, which is harmless (a job is only a
-    /// nudge; the lease decides who works it). Only a `Pending` job counts: a `Queued` one is
-    /// already fetched by some worker — perhaps the one that died, whose fetched jobs apalis hands
-    /// back only after its heartbeat lapses — so its item is fed again too (harmless, as above).
-    /// Returns how many claims it dropped.
+    /// nudge; the lease decides who works it). Returns how many claims it dropped.
     pub async fn drop_claims_without_job(&self, now: i64) -> Result<u64, StoreError> {
         let q = super::ITEM_QUEUE;
         Ok(match &self.pool {
@@ -237,7 +234,7 @@ impl Store {
                 "UPDATE items SET queued_until = 0
                  WHERE queued_until >= $1 AND lease_until < $1
                    AND id NOT IN (SELECT json_extract(CAST(job AS TEXT), '$.item_id') FROM Jobs
-                                  WHERE job_type = $2 AND status = 'Pending')",
+                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
             )
             .bind(now)
             .bind(q)
@@ -248,7 +245,7 @@ impl Store {
                 "UPDATE items SET queued_until = 0
                  WHERE queued_until >= $1 AND lease_until < $1
                    AND id NOT IN (SELECT convert_from(job, 'UTF8')::json->>'item_id' FROM apalis.jobs
-                                  WHERE job_type = $2 AND status = 'Pending')",
+                                  WHERE job_type = $2 AND status IN ('Pending', 'Queued'))",
             )
             .bind(now)
             .bind(q)
