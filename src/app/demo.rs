@@ -42,6 +42,9 @@ impl Default for DemoOptions {
     }
 }
 
+/// How long the demo waits for its batch to settle before it stops and reports what it has.
+const DEMO_LIMIT: Duration = Duration::from_secs(300);
+
 /// Runs the demo, printing as it goes. Returns the process exit code.
 pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
     use anyhow::Context as _;
@@ -150,10 +153,21 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<i32> {
             let only_never = items
                 .iter()
                 .all(|i| i.state.is_terminal() || i.payee_id == never);
-            if settled && settled_at.is_none() {
+            // Settled must hold for the whole grace period: a batch whose new payees are
+            // all still onboarding is settled for a moment, then their transfers start.
+            if !settled {
+                settled_at = None;
+            } else if settled_at.is_none() {
                 settled_at = Some(Instant::now());
             }
             if only_never || settled_at.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
+                return;
+            }
+            if started.elapsed() > DEMO_LIMIT {
+                eprintln!(
+                    "the batch did not settle within {}s: stopping the worker",
+                    DEMO_LIMIT.as_secs()
+                );
                 return;
             }
         }
