@@ -1,7 +1,8 @@
 //! The per-item job: moves one item as far along its state machine as it can go now.
 //!
 //! Who owns an item: whoever holds its lease in the store (`Store::try_lease`). A job that
-//! cannot take the lease does nothing, so a job delivered twice, or two workers picking up the
+//! cannot take the lease does nothing but hand the item back to the feed for when the lease
+//! ends (the holder may be dead), so a job delivered twice, or two workers picking up the
 //! same item, never work it concurrently. The item's stored state — not the queue — is the
 //! source of truth: a job is only a nudge "look at this item", and delivering it again is safe.
 //!
@@ -236,7 +237,11 @@ impl Engine {
         else {
             return match self.store.item(id).await? {
                 None => Err(JobError::NoSuchItem(id)),
-                Some(held) => Ok(Next::Busy(held.lease_until + AFTER_LEASE_MS)),
+                Some(held) => {
+                    let at = held.lease_until + AFTER_LEASE_MS;
+                    self.store.hand_back_busy(id, at).await?;
+                    Ok(Next::Busy(at))
+                }
             };
         };
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);

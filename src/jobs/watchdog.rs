@@ -20,7 +20,10 @@
 //! The worker (`jobs::worker::run`) turns a `WatchdogExit` into an error, so the process exits
 //! with status 1 (`app::exit::FAILED`) and a supervisor restarts it. Nothing it held stays
 //! claimed for long: leases lapse after `worker.lease_secs`, and the next worker's start-up
-//! drops every queue claim no queued job stands behind (`Store::drop_claims_without_job`).
+//! drops every queue claim no queued job stands behind (`Store::drop_claims_without_job`); the
+//! dead worker's own jobs come back from apalis once its heartbeat lapses, find the leases
+//! still held, and hand their items back to be fed when the leases lapse
+//! (`Store::hand_back_busy`).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -221,6 +221,20 @@ impl Store {
         Ok(())
     }
 
+    /// Hands back to the feed an item whose job found it leased by another worker: its claim
+    /// ends now and it is due at `at` (the lease's end) unless it was due later already. The
+    /// holder may be dead: without this the item waited for its claim (`claim_secs`) to lapse,
+    /// long after the lease had. A live holder that releases first loses nothing: its own next
+    /// attempt time stands when it is the later one.
+    pub async fn hand_back_busy(&self, id: ItemId, at: i64) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query(
+            "UPDATE items SET queued_until = 0,
+                    next_attempt_at = CASE WHEN next_attempt_at < $1 THEN $1 ELSE next_attempt_at END
+             WHERE id = $2 AND state IN ('pending', 'transferring', 'transferred')")
+            .bind(at.max(1)).bind(id.to_string()).execute(p).await?; });
+        Ok(())
+    }
+
     /// Lets lapse now every claim for the queue that no queued job stands behind, on an item
     /// no one holds: at start-up, so items a crashed worker (or one stopped by its watchdog,
     /// e.g. after a full disk refused the jobs it had just claimed items for) left claimed are

@@ -20,6 +20,7 @@ on_both_backends!(
     a_crash_between_transfer_and_payout_flow_reuses_the_flow_dots_made,
     a_crash_before_the_payout_flow_call_left_makes_one_flow,
     an_item_whose_lease_is_held_by_a_live_worker_is_not_touched,
+    a_job_that_finds_a_dead_workers_lease_hands_the_item_back_for_when_it_lapses,
 );
 
 /// One known payee in one batch, moved to `transferring` (ready to pay).
@@ -311,6 +312,53 @@ async fn an_item_whose_lease_is_held_by_a_live_worker_is_not_touched(b: Backend)
     app.step_until_idle(batch).await;
     assert_eq!(app.item(batch, "p").await.state, ItemState::AwaitingPayout);
     app.assert_paid_exactly_once(batch).await;
+}
+
+/// A worker stopped by its watchdog (a full disk) leaves its items leased and claimed; apalis
+/// hands its jobs to the restarted worker, which finds the leases still held. The item must be
+/// fed again when the lease lapses, not when the claim does (`worker.claim_secs`, minutes).
+async fn a_job_that_finds_a_dead_workers_lease_hands_the_item_back_for_when_it_lapses(b: Backend) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let (batch, item) = ready(&app, "5550310").await;
+    let id = item.id;
+    app.store.retry_now(id).await.unwrap();
+    let now = now_ms();
+    // Claimed for the queue (by the submit's first window, or here): as the dead worker's
+    // feeder had, no feeder hands it over again for minutes.
+    app.store.claim_for_queue(now, 300_000, 10).await.unwrap();
+    assert!(
+        app.store
+            .claim_for_queue(now + 60_000, 300_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed"
+    );
+    app.store
+        .try_lease(id, "dead-worker", 5_000)
+        .await
+        .unwrap()
+        .expect("leased");
+    let next = app.engine.process_item(id).await.unwrap();
+    let payrun::jobs::Next::Busy(until) = next else {
+        panic!("expected Busy, got {next:?}")
+    };
+    assert!(until > now + 4_000 && until < now + 10_000, "{until}");
+    assert!(
+        app.store
+            .claim_for_queue(until - 200, 300_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not fed while the lease holds"
+    );
+    assert_eq!(
+        app.store.claim_for_queue(until, 300_000, 10).await.unwrap(),
+        vec![id],
+        "fed again once the lease has lapsed, not after the claim's five minutes"
+    );
+    assert!(app.ledger().transfers.is_empty());
+    let _ = batch;
 }
 
 on_both_backends!(a_retry_job_that_starts_a_moment_early_still_works_the_item);

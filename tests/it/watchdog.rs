@@ -120,10 +120,6 @@ async fn settled(app: &TestApp, batch: BatchId) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failure after the issue-12 merge: the exit half holds, but the restarted worker \
-            does not finish within 90 s (items stay claimed/queued behind the dead worker's \
-            fetched jobs); open, see the closing note. Run: cargo test --test it \
-            watchdog::a_worker_on_a_full_disk -- --ignored"]
 async fn a_worker_on_a_full_disk_exits_non_zero_and_after_a_restart_pays_everyone_once() {
     let mnt = tempfile::tempdir().unwrap();
     let _fs = Tmpfs::mount(mnt.path(), "24m");
