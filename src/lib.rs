@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dots;
+pub mod events;
 pub mod health;
 pub mod intake;
 pub mod item;

@@ -61,6 +61,7 @@ fn item(
         updated_at: 0,
         step_since: Some(if last { NOW - budget_ms } else { NOW - 1 }),
         step_first_error: Some("HTTP 503".into()),
+        event_version: 0,
     }
 }
 

@@ -15,7 +15,7 @@ pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cent
     transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
     next_attempt_at, next_poll_at, polls, poll_errors, lease_owner, lease_until, last_error, api_calls,
-    updated_at, step_since, step_first_error";
+    updated_at, step_since, step_first_error, event_version";
 
 /// An item row as stored (text ids, integer flags).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -57,6 +57,7 @@ pub(super) struct ItemRow {
     updated_at: i64,
     step_since: Option<i64>,
     step_first_error: Option<String>,
+    event_version: i64,
 }
 
 /// An item as stored, parsed: ids, state, amount, key and outcome are domain types.
@@ -106,6 +107,8 @@ pub struct ItemRecord {
     pub step_since: Option<i64>,
     /// That first failure, for the history in the reason of an item that gives up.
     pub step_first_error: Option<String>,
+    /// The version of the last outbound event about this item (0: none yet; see `events`).
+    pub event_version: i64,
 }
 
 fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
@@ -177,6 +180,7 @@ impl TryFrom<ItemRow> for ItemRecord {
             updated_at: r.updated_at,
             step_since: r.step_since,
             step_first_error: r.step_first_error,
+            event_version: r.event_version,
         })
     }
 }

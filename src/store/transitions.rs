@@ -12,9 +12,11 @@
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
+use super::outbox::{insert_outbox_row, item_event_rows};
 use super::record::{ITEM_COLUMNS, ItemRow, typed};
 use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
+use crate::events::{self, ItemWrite};
 use crate::item::ItemState;
 
 impl Store {
@@ -64,6 +66,15 @@ impl Store {
             // its history for the report.)
             set = set.raw("attempts = 0, step_since = NULL, step_first_error = NULL");
         }
+        // The outbound events this write implies, versioned by the same statement.
+        let kinds = events::item_events(ItemWrite {
+            to: Some(to),
+            sets_onboarding_link: c.set.sets("onboarding_link"),
+            sets_payout_link: c.set.sets("payout_link"),
+        });
+        if !kinds.is_empty() {
+            set = set.add("event_version", kinds.len() as i64);
+        }
         let set = set.and(c.set).render(&mut b);
         let release = match c.release {
             // As `release_lease`, in this statement: only this owner's lease. (SET expressions
@@ -108,6 +119,12 @@ impl Store {
                     None => events,
                 }
                 .execute(&mut *tx).await?;
+                if !kinds.is_empty() {
+                    let written = ItemRecord::try_from(row.clone().expect("checked"))?;
+                    for r in item_event_rows(&written, &kinds, now) {
+                        insert_outbox_row!(&mut *tx, r);
+                    }
+                }
             }
             tx.commit().await?;
             row
@@ -127,7 +144,16 @@ impl Store {
     ) -> Result<Option<ItemRecord>, StoreError> {
         let now = now_ms();
         let mut b = Binds::default();
-        let set = Set::new().val("updated_at", now).and(set).render(&mut b);
+        let kinds = events::item_events(ItemWrite {
+            to: None,
+            sets_onboarding_link: set.sets("onboarding_link"),
+            sets_payout_link: set.sets("payout_link"),
+        });
+        let mut head = Set::new().val("updated_at", now);
+        if !kinds.is_empty() {
+            head = head.add("event_version", kinds.len() as i64);
+        }
+        let set = head.and(set).render(&mut b);
         let sql = format!(
             "UPDATE items SET {set} WHERE id = {} AND state = {}
              RETURNING {ITEM_COLUMNS}",
@@ -148,6 +174,12 @@ impl Store {
                 sqlx::query("INSERT INTO item_events (item_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
                     .bind(id.to_string()).bind(now).bind(kind).bind(detail)
                     .execute(&mut *tx).await?;
+                if !kinds.is_empty() {
+                    let written = ItemRecord::try_from(row.clone().expect("checked"))?;
+                    for r in item_event_rows(&written, &kinds, now) {
+                        insert_outbox_row!(&mut *tx, r);
+                    }
+                }
             }
             tx.commit().await?;
             row
@@ -239,6 +271,12 @@ impl Set {
     pub(super) fn raw(mut self, sql: &'static str) -> Set {
         self.0.push(Part::Raw(sql));
         self
+    }
+    /// Whether this set gives `column` a value (outright or unless one is on record).
+    pub(super) fn sets(&self, column: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| matches!(p, Part::Val(c, _) | Part::First(c, _) if *c == column))
     }
     /// This set, then `other`'s.
     pub(super) fn and(mut self, other: Set) -> Set {

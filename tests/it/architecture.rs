@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     // Leaves: import nothing of payrun.
     "money", "text", "secret", "config", "metrics", "health", // the domain: no I/O
-    "batch", "item", // edges that do I/O, each knowing only what is below it
+    "batch", "item", "events", // edges that do I/O, each knowing only what is below it
     "webhook", "intake", "store", "dots", // the item jobs, the poller, the feeder
     "jobs", // operator commands, servers, the CLI
     "app", "bench", "cli",
@@ -20,7 +20,7 @@ const LAYERS: &[&str] = &[
 
 const LEAVES: &[&str] = &["money", "text", "secret", "config", "metrics", "health"];
 /// What `store` may use: the domain, and `secret` to redact its own connection errors.
-const STORE_USES: &[&str] = &["money", "batch", "item", "secret"];
+const STORE_USES: &[&str] = &["money", "batch", "item", "events", "secret"];
 /// Leaves use only leaves: `config` holds its secrets as `secret::Secret`.
 const LEAF_USES: &[&str] = &["secret"];
 

@@ -23,6 +23,7 @@ mod funding;
 mod intake;
 mod migrations;
 mod operations;
+mod outbox;
 mod output_safety;
 mod pipeline;
 mod polling;
