@@ -123,6 +123,23 @@ pub struct WorkerSettings {
     /// A stalled part that has not recovered this long after being reported makes the worker
     /// process exit (1) so a supervisor restarts it; a dead part exits it at once.
     pub stall_exit_secs: u64,
+    /// After the transfer: always the payout flow, or none for a payee whose Dots user pays
+    /// out automatically (`jobs::plan::route`).
+    pub payout_flow: PayoutFlowSetting,
+    /// How long a payee's auto-payout answer (`GET /v2/users/{id}`) is trusted, in seconds.
+    pub user_cache_secs: u64,
+}
+
+/// `worker.payout_flow`: what follows a transfer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutFlowSetting {
+    /// The documented Dots flow: every payee gets a payout flow link.
+    #[default]
+    Always,
+    /// A payee whose Dots user has auto payout enabled and a default payout method gets no
+    /// flow: the item completes once its transfer is completed.
+    UnlessAutoPayout,
 }
 
 /// The unit of `app.metrics.wallet_balance` (mirrors `dots::types::BalanceUnit`; config is a

@@ -297,6 +297,19 @@ impl DotsClient {
         .await
     }
 
+    /// `GET /v2/users/{id}`: the user, with their default payout method and auto payout.
+    #[instrument(skip(self), err(Display, level = "info"))]
+    pub async fn get_user(&self, id: Uuid) -> Result<User, DotsError> {
+        self.call::<(), _>(
+            "GET /v2/users/{id}",
+            Method::GET,
+            &format!("/v2/users/{id}"),
+            &[],
+            None,
+        )
+        .await
+    }
+
     /// One page of a user's transfers, newest first.
     #[instrument(skip(self), err(Display, level = "info"))]
     pub async fn list_transfers_page(

@@ -87,7 +87,40 @@ pub struct Transfer {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// A transfer's `status`, as the spec's `transfer` schema lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferStatus {
+    Created,
+    Pending,
+    Failed,
+    Completed,
+    Reversed,
+    Canceled,
+    Flagged,
+    /// A value the spec does not list.
+    Unknown,
+}
+
+impl TransferStatus {
+    pub fn parse(s: &str) -> TransferStatus {
+        match s {
+            "created" => TransferStatus::Created,
+            "pending" => TransferStatus::Pending,
+            "failed" => TransferStatus::Failed,
+            "completed" => TransferStatus::Completed,
+            "reversed" => TransferStatus::Reversed,
+            "canceled" => TransferStatus::Canceled,
+            "flagged" => TransferStatus::Flagged,
+            _ => TransferStatus::Unknown,
+        }
+    }
+}
+
 impl Transfer {
+    pub fn status_kind(&self) -> TransferStatus {
+        TransferStatus::parse(&self.status)
+    }
+
     /// The string value of a metadata key, if metadata is an object holding it.
     pub fn metadata_str(&self, key: &str) -> Option<&str> {
         self.metadata.as_ref()?.get(key)?.as_str()
@@ -139,6 +172,26 @@ pub struct User {
     pub wallet: Wallet,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+    /// The spec's `rail` the user is paid out to by default (`paypal`, `ach`, ...); absent (or
+    /// null) when they have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_payout_method: Option<String>,
+    /// Whether Dots pays the user's wallet out to their default method by itself. Set through
+    /// `PATCH /v2/users/{id}` or a `payout` / `manage-payouts` flow step; the spec's `user`
+    /// schema does not list it, so an answer without it means "not known to be on".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_payout_enabled: Option<bool>,
+}
+
+impl User {
+    /// Dots pays this user out by itself: auto payout on and a default payout method set.
+    pub fn pays_out_automatically(&self) -> bool {
+        self.auto_payout_enabled == Some(true)
+            && self
+                .default_payout_method
+                .as_deref()
+                .is_some_and(|m| !m.is_empty())
+    }
 }
 
 /// An App (`GET /v2/apps/{app_id}`, the spec's `app` schema).

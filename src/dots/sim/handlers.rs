@@ -41,6 +41,21 @@ pub async fn get_user(
     Ok(Json(user_json(&user)).into_response())
 }
 
+/// `PATCH /v2/users/{id}`: `default_payout_method` (a rail) and `auto_payout_enabled`.
+pub async fn update_user(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let uid = parse_id(&id, "no-such-user", "user")?;
+    let (method, auto) = validate::user_update(&body)?;
+    let user = sim
+        .lock()
+        .update_payout_settings(uid, method, auto)
+        .ok_or_else(|| ApiError::new(404, "no-such-user", format!("no user {id}")))?;
+    Ok(Json(user_json(&user)).into_response())
+}
+
 /// `GET /v2/users`: newest first, optional `status` filter.
 pub async fn list_users(State(sim): State<Sim>, Query(q): Params) -> Result<Response, ApiError> {
     let pq = PageQuery::parse(&q)?;

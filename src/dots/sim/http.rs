@@ -36,7 +36,10 @@ pub fn router(sim: Sim) -> Router {
             "/v2/users",
             post(handlers::create_user).get(handlers::list_users),
         )
-        .route("/v2/users/{id}", get(handlers::get_user))
+        .route(
+            "/v2/users/{id}",
+            get(handlers::get_user).patch(handlers::update_user),
+        )
         .route(
             "/v2/flows",
             post(handlers::create_flow).get(handlers::list_flows),

@@ -152,6 +152,31 @@ impl Sim {
         self.lock().create_user(req)
     }
 
+    /// Sets the user's default payout method (a `rail`: `paypal`, `ach`, ...) and auto payout,
+    /// as `PATCH /v2/users/{id}` does; `None` leaves a field as it is. `None` back: no such user.
+    pub fn set_auto_payout(
+        &self,
+        user: Uuid,
+        default_payout_method: Option<&str>,
+        auto_payout_enabled: Option<bool>,
+    ) -> Option<User> {
+        self.lock().update_payout_settings(
+            user,
+            default_payout_method.map(str::to_string),
+            auto_payout_enabled,
+        )
+    }
+
+    /// New transfers to `user` stay `pending` until [`Sim::release_transfers`].
+    pub fn hold_transfers(&self, user: Uuid) {
+        self.lock().hold_transfers(user, true);
+    }
+
+    /// Completes the user's pending transfers and stops holding new ones; how many changed.
+    pub fn release_transfers(&self, user: Uuid) -> usize {
+        self.lock().release_transfers(user)
+    }
+
     /// The payee finishes all steps now (onboarding as a new user if the flow has none).
     pub fn complete_flow(&self, flow_id: Uuid) -> Option<Flow> {
         self.lock().complete_flow(flow_id)

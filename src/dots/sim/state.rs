@@ -16,8 +16,10 @@ use super::wire::{AppFigures, FlowRequest, LedgerTransfer, LedgerUser, onboarded
 use crate::dots::types::{CreateTransfer, CreateUser, Flow, PhoneNumber, Transfer, User, Wallet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
+
+mod auto_payout;
 
 /// How long an idempotency key is remembered, on the sim clock.
 pub const KEY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
@@ -57,6 +59,8 @@ pub struct State {
     app_wallet: i64,
     seq: u64,
     events: Option<Notifier>,
+    /// Users whose new transfers stay `pending` (`auto_payout.rs`).
+    held_users: HashSet<Uuid>,
 }
 
 impl State {
@@ -73,6 +77,7 @@ impl State {
             app_wallet,
             seq: 0,
             events,
+            held_users: HashSet::new(),
         }
     }
 
@@ -99,6 +104,8 @@ impl State {
             status: Some("unverified".to_string()),
             wallet: Wallet::default(),
             metadata: req.metadata,
+            default_payout_method: None,
+            auto_payout_enabled: None,
         };
         self.phones.insert(phone, user.id);
         self.user_idx.insert(user.id, self.users.len());
@@ -279,7 +286,7 @@ impl State {
             id: Uuid::new_v4(),
             created: now,
             user_id: req.user_id,
-            status: "completed".to_string(),
+            status: self.new_transfer_status(req.user_id).to_string(),
             kind: Some("balance".to_string()),
             amount: req.amount,
             metadata: req.metadata,

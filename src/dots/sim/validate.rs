@@ -84,6 +84,40 @@ fn optional_uuid(
 }
 
 /// Validate a `POST /v2/users` body (required fields, lengths and the spec's patterns).
+/// The spec's `rail` values (`default_payout_method` of `PATCH /v2/users/{id}`).
+const RAILS: [&str; 8] = [
+    "paypal",
+    "venmo",
+    "cash_app",
+    "ach",
+    "intl_bank",
+    "airtm",
+    "payoneer",
+    "crypto",
+];
+
+/// `PATCH /v2/users/{id}` body: the default payout method and auto payout, each optional (other
+/// mutable fields are accepted and ignored).
+pub fn user_update(body: &[u8]) -> Result<(Option<String>, Option<bool>), ApiError> {
+    let obj = json_object(body)?;
+    let method = match obj.get("default_payout_method") {
+        None => None,
+        Some(Value::String(m)) if RAILS.contains(&m.as_str()) => Some(m.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "default_payout_method must be one of {}",
+                RAILS.join(", ")
+            )));
+        }
+    };
+    let auto = match obj.get("auto_payout_enabled") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::invalid("auto_payout_enabled must be a boolean")),
+    };
+    Ok((method, auto))
+}
+
 pub fn user_request(body: &[u8]) -> Result<CreateUser, ApiError> {
     let obj = json_object(body)?;
     let first_name = required_str(&obj, "first_name")?;
