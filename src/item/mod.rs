@@ -13,6 +13,7 @@
 //!  pending | onboarding | failed(before transfer) ──► canceled
 //!  failed ──(rerun)──► pending, or transferred when the money already moved
 //!  onboarding ──(new link)──► pending;  awaiting_payout ──(new link)──► transferred
+//!  transferred ──(payee paid out automatically, transfer completed: no payout flow)──► completed
 //! ```
 //! `onboarding` and `awaiting_payout` wait on the payee (the poller moves them on);
 //! `completed`, `failed` and `canceled` are terminal until an operator reruns.
@@ -72,7 +73,7 @@ impl ItemState {
             (Pending, Onboarding | Transferring | Failed | Canceled)
                 | (Onboarding, Transferring | Pending | Failed | Canceled)
                 | (Transferring, Transferred | Failed)
-                | (Transferred, AwaitingPayout | Failed)
+                | (Transferred, AwaitingPayout | Completed | Failed)
                 | (AwaitingPayout, Completed | Transferred)
                 | (Failed, Pending | Transferred | Canceled)
         )

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod poll;
 pub mod poll_next;
 mod queue;
+mod route;
 mod transfer;
 pub mod watchdog;
 pub mod worker;
@@ -302,7 +303,7 @@ impl Engine {
             let step = match item.state {
                 ItemState::Pending => self.start(&item).await?,
                 ItemState::Transferring => self.transfer(&item).await?,
-                ItemState::Transferred => self.payout_flow(&item, payout_intent_ours).await?,
+                ItemState::Transferred => self.after_transfer(&item, payout_intent_ours).await?,
                 _ => return Ok(Lease::Held(Next::Idle)),
             };
             (item, payout_intent_ours) = match step {

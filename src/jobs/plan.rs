@@ -4,17 +4,20 @@
 //! leads to; [`after_step_failure`] decides the same for the other steps' calls (flows), and
 //! [`last_attempt`] is the time budget both share: a step gives up `worker.give_up_after_secs`
 //! after its first failure, whatever the count (see [`gave_up_reason`] for the history an item
-//! that gives up keeps). No I/O: `transfer.rs` carries the plan out, and `lease.rs` reads the same plan to
+//! that gives up keeps). [`route`] decides what follows a transfer (a payout flow, or none for a
+//! payee Dots pays out automatically: read their user, then wait for the transfer to complete,
+//! [`on_transfer_status`]). No I/O: `transfer.rs` carries the plan out, and `lease.rs` reads the same plan to
 //! know whether the step may call Dots more than once (reconcile). See ARCHITECTURE.md,
 //! "Transfer safety protocol".
 
 use uuid::Uuid;
 
 use crate::batch::ItemId;
-use crate::config::WorkerSettings;
+use crate::config::{PayoutFlowSetting, WorkerSettings};
 use crate::dots::client::ErrorClass;
+use crate::dots::types::TransferStatus;
 use crate::item::{CallOutcome, IdempotencyKey, TransferOutcome};
-use crate::store::ItemRecord;
+use crate::store::{ItemRecord, PayeeRoute};
 
 /// How long we trust Dots to remember a key (it keeps them 24 h).
 pub const KEY_WINDOW_MS: i64 = 23 * 3600 * 1000;
@@ -227,6 +230,72 @@ fn humanize_ms(ms: i64) -> String {
         format!("{m}m {sec}s")
     } else {
         format!("{sec}s")
+    }
+}
+
+/// What a transferred item does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Make (or recover) the payout flow: the documented Dots flow.
+    PayoutFlow,
+    /// No answer about the payee's Dots user within `worker.user_cache_secs`: read it
+    /// (`GET /v2/users/{id}`), store it, and decide again.
+    ReadUser(Uuid),
+    /// The payee's Dots user pays out automatically: no flow; read the transfer's status.
+    AwaitTransfer(Uuid),
+}
+
+/// The route of a transferred `item` at `now`, given the payee's stored auto-payout answer.
+/// Whatever the setting, an item whose payout flow call is open (a crash mid-call: a flow may
+/// exist) or that already had a flow (an operator asked for a new link) gets a flow.
+pub fn route(
+    item: &ItemRecord,
+    cached: Option<&PayeeRoute>,
+    now: i64,
+    settings: &WorkerSettings,
+) -> Route {
+    if settings.payout_flow == PayoutFlowSetting::Always
+        || item.payout_call_open
+        || item.payout_flow_id.is_some()
+    {
+        return Route::PayoutFlow;
+    }
+    let (Some(user), Some(transfer)) = (item.dots_user_id, item.transfer_id) else {
+        return Route::PayoutFlow;
+    };
+    let fresh = |r: &&PayeeRoute| {
+        r.user == user && now - r.read_at < settings.user_cache_secs as i64 * 1000
+    };
+    match cached.filter(fresh) {
+        None => Route::ReadUser(user),
+        Some(r) if r.auto_payout => Route::AwaitTransfer(transfer),
+        Some(_) => Route::PayoutFlow,
+    }
+}
+
+/// What the transfer's status (the spec's `transfer.status`) means for an item on the
+/// auto-payout route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferWait {
+    /// `completed`: the item is completed, with no payout flow.
+    Complete,
+    /// `created`, `pending`, `flagged` (under review) or a status the spec does not list: look
+    /// again later, along `worker.poll_schedule_secs`.
+    Wait,
+    /// `failed`, `canceled`, `reversed`: the money is not (or no longer) the payee's.
+    Fail(&'static str),
+}
+
+pub fn on_transfer_status(status: TransferStatus) -> TransferWait {
+    match status {
+        TransferStatus::Completed => TransferWait::Complete,
+        TransferStatus::Created
+        | TransferStatus::Pending
+        | TransferStatus::Flagged
+        | TransferStatus::Unknown => TransferWait::Wait,
+        TransferStatus::Failed => TransferWait::Fail("the transfer failed at Dots"),
+        TransferStatus::Canceled => TransferWait::Fail("the transfer was canceled at Dots"),
+        TransferStatus::Reversed => TransferWait::Fail("the transfer was reversed at Dots"),
     }
 }
 

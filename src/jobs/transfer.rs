@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::plan::{AfterFailure, IfNone, KeyUse, TransferAction, TransferPlan, after_failure};
 use super::{Engine, JobError, Next, Step};
+use crate::config::PayoutFlowSetting;
 use crate::dots::client::{DotsError, ErrorClass};
 use crate::dots::types::{CreateTransfer, Transfer};
 use crate::item::{CallOutcome, ItemState};
@@ -163,6 +164,11 @@ impl Engine {
             Ok(t) => {
                 if t.amount != req.amount || t.user_id != user {
                     warn!(transfer_id = %t.id, amount = t.amount, "Dots echoed a different amount or user");
+                }
+                if self.settings.payout_flow != PayoutFlowSetting::Always {
+                    // The next step depends on the payee's route (`route.rs`): no flow intent yet.
+                    let done = self.store.record_transfer_done(id, t.id, "made").await?;
+                    return Ok(done.into());
                 }
                 // The payout flow is this job's next step: its intent commits with the transfer.
                 let done = self

@@ -242,6 +242,44 @@ impl Store {
     // any working state: a retry, or -> failed
 
     /// A non-transfer step failed in a retryable way: note it and retry at `next_attempt_at`.
+    // transferred -> completed (no payout flow)
+
+    /// transferred -> completed: the payee's Dots user is paid out automatically and the transfer
+    /// is completed at Dots, so no payout flow is made.
+    pub async fn complete_without_flow(
+        &self,
+        id: ItemId,
+        transfer_id: Uuid,
+        api_calls: i64,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        self.transition(
+            id,
+            ItemState::Transferred,
+            ItemState::Completed,
+            Set::new()
+                .raw("next_poll_at = NULL, payout_call_open = 0")
+                .add("api_calls", api_calls),
+            &format!("transfer {transfer_id} completed; the payee's Dots user pays out automatically (no payout flow)"),
+        )
+        .await
+    }
+
+    /// A transferred item waits for its transfer to complete at Dots: looked at again at `at`
+    /// (no attempt counted; `polls` counts the looks, along `worker.poll_schedule_secs`).
+    pub async fn wait_for_transfer(
+        &self,
+        id: ItemId,
+        at: i64,
+        api_calls: i64,
+    ) -> Result<(), StoreError> {
+        on_pool!(&self.pool, p => { sqlx::query(
+            "UPDATE items SET next_attempt_at = $1, queued_until = 0, polls = polls + 1,
+                    api_calls = api_calls + $2
+             WHERE id = $3 AND state = 'transferred'")
+            .bind(at.max(1)).bind(api_calls).bind(id.to_string()).execute(p).await?; });
+        Ok(())
+    }
+
     pub async fn record_retry(
         &self,
         id: ItemId,
