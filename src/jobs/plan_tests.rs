@@ -245,3 +245,122 @@ fn an_item_that_gives_up_keeps_the_history_in_its_reason() {
         "gave up after 42 attempts over 2m 5s: HTTP 503"
     );
 }
+
+/// The route after a transfer, row by row: setting, the payee's stored answer (none, fresh or
+/// stale, about this user or another, auto payout or not), a flow call open or a flow made.
+#[test]
+fn the_route_after_a_transfer_follows_the_setting_and_the_payees_fresh_answer() {
+    use crate::config::PayoutFlowSetting::{Always, UnlessAutoPayout};
+    let user = Uuid::from_u128(7);
+    let transfer = Uuid::from_u128(9);
+    let mut s = settings();
+    s.user_cache_secs = 60;
+    let fresh = NOW - 59_999;
+    let stale = NOW - 60_000;
+    let answer = |auto: bool, at: i64, who: Uuid| PayeeRoute {
+        user: who,
+        auto_payout: auto,
+        read_at: at,
+    };
+    let other = Uuid::from_u128(8);
+    let (flow, read, wait) = (
+        Route::PayoutFlow,
+        Route::ReadUser(user),
+        Route::AwaitTransfer(transfer),
+    );
+    // (setting, cached answer, call open, flow made) -> route
+    let rows: Vec<(_, Option<PayeeRoute>, bool, bool, Route)> = vec![
+        (Always, None, false, false, flow),
+        (Always, Some(answer(true, fresh, user)), false, false, flow),
+        (UnlessAutoPayout, None, false, false, read),
+        (
+            UnlessAutoPayout,
+            Some(answer(true, fresh, user)),
+            false,
+            false,
+            wait,
+        ),
+        (
+            UnlessAutoPayout,
+            Some(answer(false, fresh, user)),
+            false,
+            false,
+            flow,
+        ),
+        (
+            UnlessAutoPayout,
+            Some(answer(true, stale, user)),
+            false,
+            false,
+            read,
+        ),
+        (
+            UnlessAutoPayout,
+            Some(answer(false, stale, user)),
+            false,
+            false,
+            read,
+        ),
+        (
+            UnlessAutoPayout,
+            Some(answer(true, fresh, other)),
+            false,
+            false,
+            read,
+        ),
+        (
+            UnlessAutoPayout,
+            Some(answer(true, fresh, user)),
+            true,
+            false,
+            flow,
+        ),
+        (
+            UnlessAutoPayout,
+            Some(answer(true, fresh, user)),
+            false,
+            true,
+            flow,
+        ),
+        (UnlessAutoPayout, None, true, false, flow),
+    ];
+    for (setting, cached, open, made, want) in rows {
+        s.payout_flow = setting;
+        let mut it = item(true, false, None, false, false);
+        it.state = ItemState::Transferred;
+        it.transfer_id = Some(transfer);
+        it.payout_call_open = open;
+        it.payout_flow_id = made.then(|| Uuid::from_u128(11));
+        assert_eq!(
+            route(&it, cached.as_ref(), NOW, &s),
+            want,
+            "{setting:?} {cached:?} open={open} made={made}"
+        );
+    }
+    // No transfer id on record: nothing to watch, the flow as documented.
+    s.payout_flow = UnlessAutoPayout;
+    let mut it = item(true, false, None, false, false);
+    it.state = ItemState::Transferred;
+    let cached = answer(true, fresh, user);
+    assert_eq!(route(&it, Some(&cached), NOW, &s), Route::PayoutFlow);
+}
+
+#[test]
+fn only_a_completed_transfer_completes_an_auto_payout_item_and_a_failed_one_fails_it() {
+    use crate::dots::types::TransferStatus as T;
+    for (status, want) in [
+        ("completed", TransferWait::Complete),
+        ("created", TransferWait::Wait),
+        ("pending", TransferWait::Wait),
+        ("flagged", TransferWait::Wait),
+        ("something-new", TransferWait::Wait),
+    ] {
+        assert_eq!(on_transfer_status(T::parse(status)), want, "{status}");
+    }
+    for status in ["failed", "canceled", "reversed"] {
+        assert!(
+            matches!(on_transfer_status(T::parse(status)), TransferWait::Fail(_)),
+            "{status}"
+        );
+    }
+}
