@@ -8,6 +8,7 @@ mod demo;
 pub mod metrics_endpoint;
 pub mod ops;
 mod report;
+pub mod routes;
 pub mod schedule;
 pub mod serve;
 mod submit;

@@ -112,6 +112,14 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             match app::submit_file(&store, &mut queue, file, &opts).await {
                 Ok(sub) => {
                     print::submitted(&sub);
+                    if matches!(sub, app::Submitted::DryRun { .. }) {
+                        let dots = ctx.dots().ok();
+                        let now = crate::store::now_ms();
+                        let w = &ctx.settings.worker;
+                        let routes =
+                            app::routes::route_counts(&store, dots.as_ref(), file, w, now).await?;
+                        print::routes(&routes);
+                    }
                     if let app::Submitted::DryRun { summary, .. } = &sub
                         && let Some(w) = ctx
                             .wallet()?

@@ -50,6 +50,19 @@ pub fn submitted(s: &Submitted) {
     }
 }
 
+/// `submit --dry-run`: how many items take each route after their transfer.
+pub fn routes(r: &crate::app::routes::RouteCounts) {
+    let unread = if r.unread > 0 {
+        format!(", {} whose Dots user could not be read now", r.unread)
+    } else {
+        String::new()
+    };
+    println!(
+        "routes: {} payout flow, {} auto payout (no flow), {} onboarding first{unread}",
+        r.payout_flow, r.auto_payout, r.onboarding_first
+    );
+}
+
 pub fn status(s: &BatchStatus) {
     println!(
         "batch {}  {}  {} items  {}  {}{}",

@@ -263,14 +263,24 @@ pub fn route(
     let (Some(user), Some(transfer)) = (item.dots_user_id, item.transfer_id) else {
         return Route::PayoutFlow;
     };
-    let fresh = |r: &&PayeeRoute| {
-        r.user == user && now - r.read_at < settings.user_cache_secs as i64 * 1000
-    };
-    match cached.filter(fresh) {
+    match trusted_answer(cached, user, now, settings) {
         None => Route::ReadUser(user),
-        Some(r) if r.auto_payout => Route::AwaitTransfer(transfer),
-        Some(_) => Route::PayoutFlow,
+        Some(true) => Route::AwaitTransfer(transfer),
+        Some(false) => Route::PayoutFlow,
     }
+}
+
+/// The stored auto-payout answer, if it is about `user` and younger than
+/// `worker.user_cache_secs` at `now`; `None`: read the user again.
+pub fn trusted_answer(
+    cached: Option<&PayeeRoute>,
+    user: Uuid,
+    now: i64,
+    settings: &WorkerSettings,
+) -> Option<bool> {
+    cached
+        .filter(|r| r.user == user && now - r.read_at < settings.user_cache_secs as i64 * 1000)
+        .map(|r| r.auto_payout)
 }
 
 /// What the transfer's status (the spec's `transfer.status`) means for an item on the
