@@ -25,6 +25,8 @@ pub struct PayeeRoute {
 }
 
 type RouteRow = (String, Option<i64>, Option<String>, Option<i64>);
+/// A [`RouteRow`] and the payee's Dots user.
+type KnownRow = (String, Option<i64>, Option<String>, Option<i64>, String);
 
 fn route_of(row: RouteRow) -> Result<(String, Option<PayeeRoute>), StoreError> {
     let (payee, auto, user, read_at) = row;
@@ -80,7 +82,7 @@ impl Store {
                  FROM payees WHERE payee_id IN ({})",
                 marks.join(", ")
             );
-            let rows: Vec<(String, Option<i64>, Option<String>, Option<i64>, String)> = on_pool!(&self.pool, p => {
+            let rows: Vec<KnownRow> = on_pool!(&self.pool, p => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
                 for id in chunk {
                     q = q.bind(id);

@@ -239,9 +239,6 @@ impl Store {
         .await
     }
 
-    // any working state: a retry, or -> failed
-
-    /// A non-transfer step failed in a retryable way: note it and retry at `next_attempt_at`.
     // transferred -> completed (no payout flow)
 
     /// transferred -> completed: the payee's Dots user is paid out automatically and the transfer
@@ -280,6 +277,9 @@ impl Store {
         Ok(())
     }
 
+    // any working state: a retry, or -> failed
+
+    /// A non-transfer step failed in a retryable way: note it and retry at `next_attempt_at`.
     pub async fn record_retry(
         &self,
         id: ItemId,
