@@ -4,7 +4,9 @@
 //!
 //! What it owns: users and wallets, flows with simulated payees, balance transfers, idempotency
 //! keys (24 h on the sim clock), the App and its wallet (`GET /v2/apps/{app_id}`, funded by
-//! `POST /_sim/fund`), and fault injection (rate limit, injected and
+//! `POST /_sim/fund`), users' default payout method and auto payout (`PATCH /v2/users/{id}`,
+//! `Sim::set_auto_payout`; rendered by `GET /v2/users/{id}`), transfers held `pending` for a
+//! user until released (`Sim::hold_transfers` / `release_transfers`), and fault injection (rate limit, injected and
 //! random 429/5xx, dropped responses, stalls, latency). See `shared/dots/README.md`, section C.
 //!
 //! Guarantees:
