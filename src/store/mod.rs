@@ -24,6 +24,7 @@ mod migrate_lock;
 mod outbox;
 mod queue_tables;
 mod record;
+mod reminders;
 pub mod source;
 mod systemic;
 mod transitions;
