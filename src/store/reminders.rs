@@ -5,8 +5,11 @@
 use uuid::Uuid;
 
 use super::transitions::{Change, Set};
-use super::{ItemRecord, Store, StoreError};
-use crate::batch::ItemId;
+use sqlx::AssertSqlSafe;
+
+use super::record::{ITEM_COLUMNS, ItemRow, typed_all};
+use super::{ItemRecord, Store, StoreError, on_pool};
+use crate::batch::{BatchId, ItemId};
 use crate::item::ItemState;
 
 /// A payout flow Dots made, as [`Store::record_payout_flow`] records it.
@@ -54,5 +57,18 @@ impl Store {
         let detail = "unclaimed: the payout flow is still open after the last reminder";
         self.update_in_state(id, ItemState::AwaitingPayout, set, "unclaimed", detail)
             .await
+    }
+
+    /// The batch's unclaimed items: still awaiting payout after their last reminder, in file
+    /// order.
+    pub async fn unclaimed_items(&self, batch: BatchId) -> Result<Vec<ItemRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 AND state = $2
+             AND unclaimed_at IS NOT NULL ORDER BY line"
+        );
+        typed_all(
+            on_pool!(&self.pool, p => sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()))
+            .bind(batch.to_string()).bind(ItemState::AwaitingPayout.as_str()).fetch_all(p).await?),
+        )
     }
 }
