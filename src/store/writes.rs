@@ -357,7 +357,10 @@ impl Store {
             ItemState::AwaitingPayout => ItemState::Transferred,
             _ => ItemState::Pending,
         };
-        let set = Set::new().raw("next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0");
+        // A fresh link from the operator gives an unclaimed item a new last delay (reminders).
+        let set = Set::new().raw(
+            "next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0, unclaimed_at = NULL",
+        );
         self.transition(id, from, to, set, "new flow link requested by operator")
             .await
     }

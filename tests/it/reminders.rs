@@ -172,6 +172,22 @@ async fn an_unclaimed_payout_gets_numbered_reminders_with_fresh_links_then_shows
     let text = payrun_status(&app, batch, false);
     assert!(text.contains("unclaimed"), "{text}");
     assert!(text.contains(&item.id.to_string()), "{text}");
+
+    // An operator's fresh link (`retry-flow`) clears the mark: the new link gets the last
+    // delay again before the item is unclaimed once more.
+    let mut q = app.queue.clone();
+    payrun::app::ops::retry_flow(&app.store, &mut q, item.id)
+        .await
+        .unwrap()
+        .unwrap();
+    app.step_until_idle(batch).await;
+    let item = app.item(batch, "k1").await;
+    assert_eq!(item.state, ItemState::AwaitingPayout);
+    assert_eq!(item.unclaimed_at, None);
+    let events = item_events(&app, batch).await;
+    assert_eq!(events.last().unwrap().0.kind, EventType::ItemPayoutLink);
+    next_reminder_time(&app, batch).await;
+    assert!(app.item(batch, "k1").await.unclaimed_at.is_some());
 }
 
 async fn a_payee_who_completes_after_the_first_reminder_gets_no_more_and_completes(b: Backend) {
