@@ -9,6 +9,9 @@
 //!
 //! An onboarding flow that gained a `user_id` moves its item to `transferring` (the caller
 //! enqueues it); a payout flow whose `completed_steps` cover its `steps` completes the item.
+//! A payout flow still open is where reminders are decided (`remind::decide`): a due reminder
+//! steps the item back for a fresh flow (the feeder hands it to a job), and after the last one
+//! the item is marked unclaimed; its next poll is never later than its next reminder.
 
 use futures::StreamExt;
 use tracing::{info, instrument, warn};
