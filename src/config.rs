@@ -184,6 +184,26 @@ impl Default for FundingSettings {
     }
 }
 
+/// Reminders for unclaimed payouts (`[reminders]`, see `jobs::remind`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReminderSettings {
+    pub enabled: bool,
+    /// Reminder `n` is due `schedule_secs[n-1]` after the previous link (the first payout flow
+    /// for reminder 1, reminder `n-1`'s flow after); the item is marked unclaimed when it is
+    /// still open the last entry again after the last reminder.
+    pub schedule_secs: Vec<u64>,
+}
+
+impl Default for ReminderSettings {
+    fn default() -> Self {
+        ReminderSettings {
+            enabled: false,
+            schedule_secs: vec![86_400, 259_200, 604_800],
+        }
+    }
+}
+
 /// Guard rails on what a batch may pay. Zero means "no limit".
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +302,8 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     #[serde(default)]
     pub funding: FundingSettings,
+    #[serde(default)]
+    pub reminders: ReminderSettings,
 }
 
 impl Settings {

@@ -193,6 +193,10 @@ pub struct ItemView {
     pub flow_link: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// Reminders sent with a fresh link (`[reminders]`).
+    pub reminders: i64,
+    /// Still awaiting payout after its last reminder: when it was marked (unix ms).
+    pub unclaimed_at: Option<i64>,
     pub events: Vec<ItemEvent>,
 }
 
@@ -213,6 +217,10 @@ pub async fn show(store: &Store, item: ItemId) -> Result<ItemView, OpsError> {
         transfer_id: i.transfer_id.map(|t| t.to_string()),
         attempts: i.transfer_attempts,
         last_error: i.last_error,
+        reminders: i.reminders,
+        unclaimed_at: i
+            .unclaimed_at
+            .filter(|_| i.state == ItemState::AwaitingPayout),
         events,
     })
 }

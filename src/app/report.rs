@@ -40,6 +40,22 @@ pub struct BatchStatus {
     /// dashboard's batch page, with `DOTS_APP_ID` set; see `app::wallet`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wallet: Option<crate::app::wallet::WalletView>,
+    /// Items still awaiting payout after their last reminder (`[reminders]`): their money is
+    /// in the payee's Dots wallet, nothing is reversed.
+    pub unclaimed: i64,
+    pub unclaimed_cents: i64,
+    pub unclaimed_items: Vec<UnclaimedItem>,
+}
+
+/// An item reported unclaimed.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnclaimedItem {
+    pub item_id: String,
+    pub payee_id: String,
+    pub amount_cents: i64,
+    pub reminders: i64,
+    pub unclaimed_at: i64,
+    pub payout_link: Option<String>,
 }
 
 /// The status `payrun status` and the dashboard show: a canceled batch is `canceled`; else
@@ -73,7 +89,23 @@ pub async fn batch_status(
         })
         .collect();
     states.sort_by_key(|l| ItemState::ALL.iter().position(|s| s.as_str() == l.state));
+    let unclaimed_items: Vec<UnclaimedItem> = store
+        .unclaimed_items(batch)
+        .await?
+        .into_iter()
+        .map(|i| UnclaimedItem {
+            item_id: i.id.to_string(),
+            amount_cents: i.amount.get(),
+            reminders: i.reminders,
+            unclaimed_at: i.unclaimed_at.unwrap_or_default(),
+            payout_link: i.payout_link,
+            payee_id: i.payee_id,
+        })
+        .collect();
     Ok(Some(BatchStatus {
+        unclaimed: unclaimed_items.len() as i64,
+        unclaimed_cents: unclaimed_items.iter().map(|i| i.amount_cents).sum(),
+        unclaimed_items,
         status: shown_status(b.status, b.paused_at.is_some(), b.hold.is_some()).to_string(),
         awaiting_approval: b.status == BatchState::AwaitingApproval,
         paused_at: b.paused_at,

@@ -96,7 +96,8 @@ impl Ctx {
         )
         .with_funding(crate::jobs::funds::FundingConfig::from_settings(
             &self.settings,
-        )))
+        ))
+        .with_reminders(self.settings.reminders.clone()))
     }
 
     /// The App wallet, read where a batch's total is shown (with `DOTS_APP_ID` set).

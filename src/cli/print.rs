@@ -111,6 +111,24 @@ pub fn status(s: &BatchStatus) {
             format_cents(l.cents)
         );
     }
+    if s.unclaimed > 0 {
+        println!(
+            "  unclaimed        {:>7} items  {:>12}  (still open after the last reminder; the \
+             money is in the payees' Dots wallets)",
+            s.unclaimed,
+            format_cents(s.unclaimed_cents)
+        );
+        for u in &s.unclaimed_items {
+            println!(
+                "    unclaimed item {}  payee {}  {}  {} reminders, since {}",
+                p(&u.item_id),
+                p(&u.payee_id),
+                format_cents(u.amount_cents),
+                u.reminders,
+                when(u.unclaimed_at)
+            );
+        }
+    }
 }
 
 pub fn item(v: &ItemView) {

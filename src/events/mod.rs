@@ -139,24 +139,30 @@ impl FromStr for DeliveryStatus {
 }
 
 /// One write to an item, as far as events go: the state it moved to (`None`: no state
-/// change) and which links it set.
+/// change), which links it set, and whether the payout link it sets is a reminder's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ItemWrite {
     pub to: Option<ItemState>,
     pub sets_onboarding_link: bool,
     pub sets_payout_link: bool,
+    /// The payout link is the fresh one of this reminder (1, 2, …): `item.reminder` instead
+    /// of `item.payout_link`.
+    pub reminder: Option<i64>,
 }
 
 /// The events a write to an item implies, in the order they are versioned. A link comes
 /// before the state it leads to (a payout flow made in the write that moves the item to
-/// `awaiting_payout`: `item.payout_link`).
+/// `awaiting_payout`: `item.payout_link`; a reminder's fresh flow: `item.reminder`).
 pub fn item_events(w: ItemWrite) -> Vec<EventType> {
     let mut out = Vec::new();
     if w.sets_onboarding_link {
         out.push(EventType::ItemOnboardingLink);
     }
     if w.sets_payout_link {
-        out.push(EventType::ItemPayoutLink);
+        out.push(match w.reminder {
+            Some(_) => EventType::ItemReminder,
+            None => EventType::ItemPayoutLink,
+        });
     }
     match w.to {
         Some(ItemState::Completed) => out.push(EventType::ItemCompleted),
@@ -278,6 +284,13 @@ mod tests {
             to,
             sets_onboarding_link: o,
             sets_payout_link: p,
+            reminder: None,
+        };
+        let r = |to, p, n| ItemWrite {
+            to,
+            sets_onboarding_link: false,
+            sets_payout_link: p,
+            reminder: Some(n),
         };
         let table: &[(ItemWrite, &[EventType])] = &[
             (w(Some(Onboarding), true, false), &[ItemOnboardingLink]),
@@ -291,6 +304,11 @@ mod tests {
             (w(Some(Transferred), false, false), &[]),
             (w(Some(Pending), false, false), &[]),
             (w(None, false, false), &[]),
+            (r(Some(AwaitingPayout), true, 1), &[ItemReminder]),
+            (r(Some(AwaitingPayout), true, 3), &[ItemReminder]),
+            (r(None, true, 2), &[ItemReminder]),
+            // A reminder's number with no link set (the step back before its flow): nothing.
+            (r(Some(Transferred), false, 1), &[]),
         ];
         for (write, want) in table {
             assert_eq!(item_events(*write), *want, "{write:?}");

@@ -10,11 +10,13 @@
 use serde_json::json;
 use tracing::instrument;
 
-use super::{Engine, JobError, Next, Step, item_metadata};
+use uuid::Uuid;
+
+use super::{Engine, JobError, Next, Step, item_metadata, remind};
 use crate::dots::client::{ErrorClass, FlowSearch};
 use crate::dots::types::CreateFlow;
 use crate::item::ItemState;
-use crate::store::ItemRecord;
+use crate::store::{FlowMade, ItemRecord};
 
 /// How far before the payout call's intent to look for a flow that interrupted call may have
 /// made: the intent commits just before the call, so a minute covers any clock difference
@@ -86,16 +88,19 @@ impl Engine {
                 .unwrap_or(item.updated_at);
             let since = chrono::DateTime::from_timestamp_millis(intent_at - FLOW_SEARCH_SLACK_MS)
                 .unwrap_or_default();
-            let key = item.id.to_string();
+            // A reminder's flow is told from the item's earlier ones by its derived key.
+            let (field, key) = match item.reminder_pending {
+                Some(n) => ("payrun_reminder", reminder_key(item, n)),
+                None => ("payrun_item_id", item.id.to_string()),
+            };
             let found = self
                 .dots
-                .find_flow("payrun_item_id", &key, since, FLOW_SEARCH_MAX_PAGES)
+                .find_flow(field, &key, since, FLOW_SEARCH_MAX_PAGES)
                 .await;
             match found {
                 Ok(FlowSearch::Found(flow)) => {
-                    let next_poll = self.next_poll_at(0);
                     self.store
-                        .record_payout_flow(id, flow.id, &flow.link, next_poll, None)
+                        .record_payout_flow(id, self.flow_made(item, flow.id, &flow.link), None)
                         .await?;
                     self.store
                         .record_event(
@@ -142,20 +147,21 @@ impl Engine {
         if !payout_intent_ours && self.store.record_payout_intent(id).await?.is_none() {
             return Ok(Step::Changed); // not transferred any more: no flow to make
         }
+        let mut metadata = item_metadata(item, "payout");
+        if let Some(n) = item.reminder_pending {
+            metadata["payrun_reminder"] = json!(reminder_key(item, n));
+        }
         let req = CreateFlow {
             steps: vec![json!("payout")],
             user_id: Some(user),
-            metadata: Some(item_metadata(item, "payout")),
+            metadata: Some(metadata),
             require_auth: None,
         };
         match self.dots.create_flow(&req).await {
             Ok(flow) => {
-                let next_poll = self.next_poll_at(0);
                 let owner = Some(&*self.owner);
-                let written = self
-                    .store
-                    .record_payout_flow(id, flow.id, &flow.link, next_poll, owner)
-                    .await?;
+                let made = self.flow_made(item, flow.id, &flow.link);
+                let written = self.store.record_payout_flow(id, made, owner).await?;
                 Ok(Step::done_releasing(Next::Idle, written))
             }
             Err(e) => {
@@ -168,4 +174,25 @@ impl Engine {
             }
         }
     }
+}
+
+impl Engine {
+    /// A payout flow just made for `item`, as recorded: its first poll, and whether it is a
+    /// reminder's and when the next reminder is due (`jobs::remind`).
+    fn flow_made<'a>(&self, item: &ItemRecord, flow_id: Uuid, link: &'a str) -> FlowMade<'a> {
+        let sent = item.reminder_pending.unwrap_or(item.reminders);
+        FlowMade {
+            flow_id,
+            link,
+            next_poll_at: self.next_poll_at(0),
+            reminder: item.reminder_pending,
+            reminder_due_at: remind::next_due(&self.reminders, sent, self.now()),
+        }
+    }
+}
+
+/// The metadata value that marks reminder `n`'s flow for `item` (derived: a retry of the call
+/// looks for the same one).
+fn reminder_key(item: &ItemRecord, n: i64) -> String {
+    format!("{}/{n}", item.id)
 }

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod poll;
 pub mod poll_next;
 mod queue;
+pub mod remind;
 mod route;
 mod transfer;
 pub mod watchdog;
@@ -156,6 +157,9 @@ pub struct Engine {
     pub circuits: Arc<circuit::Circuits>,
     /// The App wallet: funding settings, batches known checked, the probe's backoff.
     pub funds: Arc<funds::Funds>,
+    /// `[reminders]`: fresh links for payout flows left open (`jobs::remind`); off unless
+    /// set with [`Engine::with_reminders`].
+    pub reminders: Arc<crate::config::ReminderSettings>,
 }
 
 impl Engine {
@@ -172,8 +176,15 @@ impl Engine {
             gate: gate::GateCache::new(Duration::from_millis(settings.feed_ms.max(10))),
             circuits,
             funds: Arc::default(),
+            reminders: Arc::default(),
             settings: Arc::new(settings),
         }
+    }
+
+    /// This engine with reminders for unclaimed payouts as `settings` say (`[reminders]`).
+    pub fn with_reminders(mut self, settings: crate::config::ReminderSettings) -> Engine {
+        self.reminders = Arc::new(settings);
+        self
     }
 
     /// Makes the next gate check read the blocked batches from the store (after a pause or a

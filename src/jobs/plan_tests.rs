@@ -62,6 +62,10 @@ fn item(
         step_since: Some(if last { NOW - budget_ms } else { NOW - 1 }),
         step_first_error: Some("HTTP 503".into()),
         event_version: 0,
+        reminders: 0,
+        reminder_due_at: None,
+        reminder_pending: None,
+        unclaimed_at: None,
     }
 }
 

@@ -9,11 +9,15 @@
 //!
 //! An onboarding flow that gained a `user_id` moves its item to `transferring` (the caller
 //! enqueues it); a payout flow whose `completed_steps` cover its `steps` completes the item.
+//! A payout flow still open is where reminders are decided (`remind::decide`): a due reminder
+//! steps the item back for a fresh flow (the feeder hands it to a job), and after the last one
+//! the item is marked unclaimed; its next poll is never later than its next reminder.
 
 use futures::StreamExt;
 use tracing::{info, instrument, warn};
 
 use super::poll_next::{PollOutcome, next_poll_delay};
+use super::remind::{self, Reminder};
 use super::{Engine, JobError};
 use crate::batch::ItemId;
 use crate::item::ItemState;
@@ -28,6 +32,11 @@ pub struct PollReport {
     pub polled: usize,
     pub onboarded: Vec<ItemId>,
     pub completed: usize,
+    /// Items stepped back for a reminder's fresh flow (`jobs::remind`; the feeder hands them
+    /// to a job).
+    pub reminded: Vec<ItemId>,
+    /// Items marked unclaimed (still open after their last reminder).
+    pub unclaimed: usize,
     pub errors: usize,
 }
 
@@ -54,6 +63,8 @@ pub async fn poll_due(engine: &Engine, now: i64, limit: i64) -> Result<PollRepor
         match r {
             Ok(Polled::Onboarded(id)) => report.onboarded.push(id),
             Ok(Polled::Completed) => report.completed += 1,
+            Ok(Polled::Reminded(id)) => report.reminded.push(id),
+            Ok(Polled::Unclaimed) => report.unclaimed += 1,
             Ok(Polled::Open) => {}
             Err(e) => {
                 warn!(error = %e, "poll failed");
@@ -78,6 +89,10 @@ pub enum Polled {
     Open,
     Onboarded(ItemId),
     Completed,
+    /// Still open and a reminder was due: stepped back for its fresh flow.
+    Reminded(ItemId),
+    /// Still open after the last reminder: marked unclaimed.
+    Unclaimed,
 }
 
 /// A webhook named this flow: refresh its item now (and push its next poll out, so the cron
@@ -169,13 +184,7 @@ async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError
                 engine.store.complete_item(id, 1).await?;
                 Ok(Polled::Completed)
             }
-            _ => {
-                engine
-                    .store
-                    .record_poll(id, state, engine.poll_at(item, PollOutcome::Open))
-                    .await?;
-                Ok(Polled::Open)
-            }
+            _ => still_open(engine, item).await,
         },
         Err(e) if e.is_not_found() => {
             engine
@@ -204,6 +213,48 @@ async fn poll_one(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError
             Ok(Polled::Open)
         }
     }
+}
+
+/// A payout flow read still open: a reminder or the unclaimed mark if one is due
+/// (`remind::decide`), else its next poll, no later than its next reminder.
+async fn still_open(engine: &Engine, item: &ItemRecord) -> Result<Polled, JobError> {
+    let (id, state) = (item.id, item.state);
+    let now = engine.now();
+    let unclaimed = item.unclaimed_at.is_some();
+    let mut next = engine.poll_at(item, PollOutcome::Open);
+    match remind::decide(
+        &engine.reminders,
+        item.reminders,
+        item.reminder_due_at,
+        unclaimed,
+        now,
+    ) {
+        Reminder::Send(n) => {
+            if engine.store.start_reminder(id, n).await?.is_some() {
+                info!(
+                    reminder = n,
+                    "payout flow still open: sending a reminder with a fresh link"
+                );
+                return Ok(Polled::Reminded(id));
+            }
+            return Ok(Polled::Open); // its state changed meanwhile
+        }
+        Reminder::Unclaimed => {
+            engine.store.mark_unclaimed(id, now).await?;
+            engine.store.record_poll(id, state, next).await?;
+            return Ok(Polled::Unclaimed);
+        }
+        Reminder::NotDue => {
+            if let Some(due) = item
+                .reminder_due_at
+                .filter(|_| engine.reminders.enabled && !unclaimed)
+            {
+                next = next.min(due.max(now));
+            }
+        }
+    }
+    engine.store.record_poll(id, state, next).await?;
+    Ok(Polled::Open)
 }
 
 impl Engine {

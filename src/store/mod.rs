@@ -25,6 +25,7 @@ mod outbox;
 mod payees;
 mod queue_tables;
 mod record;
+mod reminders;
 pub mod source;
 mod systemic;
 mod transitions;

@@ -116,6 +116,10 @@ pub(super) fn item_data(item: &ItemRecord, kind: EventType, version: i64, now: i
         EventType::ItemPayoutLink | EventType::ItemReminder => {
             d.link = item.payout_link.clone();
             d.link_expires_at = Some(events::rfc3339(now + events::PAYOUT_LINK_WINDOW_MS));
+            if kind == EventType::ItemReminder {
+                // The write that records a reminder's flow counts it.
+                d.reminder = Some(item.reminders);
+            }
         }
         EventType::ItemFailed => {
             let reason = item.last_error.clone().unwrap_or_default();

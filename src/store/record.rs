@@ -15,7 +15,8 @@ pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cent
     transfer_key, transfer_key_gen, transfer_key_at, transfer_call_open, transfer_outcome,
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
     next_attempt_at, next_poll_at, polls, poll_errors, lease_owner, lease_until, last_error, api_calls,
-    updated_at, step_since, step_first_error, event_version";
+    updated_at, step_since, step_first_error, event_version, reminders, reminder_due_at, reminder_pending,
+    unclaimed_at";
 
 /// An item row as stored (text ids, integer flags).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -58,6 +59,10 @@ pub(super) struct ItemRow {
     step_since: Option<i64>,
     step_first_error: Option<String>,
     event_version: i64,
+    reminders: i64,
+    reminder_due_at: Option<i64>,
+    reminder_pending: Option<i64>,
+    unclaimed_at: Option<i64>,
 }
 
 /// An item as stored, parsed: ids, state, amount, key and outcome are domain types.
@@ -109,6 +114,14 @@ pub struct ItemRecord {
     pub step_first_error: Option<String>,
     /// The version of the last outbound event about this item (0: none yet; see `events`).
     pub event_version: i64,
+    /// Reminders sent for the open payout flow so far (`jobs::remind`).
+    pub reminders: i64,
+    /// When the next reminder (or, after the last, the unclaimed mark) is due (engine clock).
+    pub reminder_due_at: Option<i64>,
+    /// The reminder whose fresh flow is being made (the item stepped back for it).
+    pub reminder_pending: Option<i64>,
+    /// When the item was marked unclaimed: still open after its last reminder.
+    pub unclaimed_at: Option<i64>,
 }
 
 fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
@@ -181,6 +194,10 @@ impl TryFrom<ItemRow> for ItemRecord {
             step_since: r.step_since,
             step_first_error: r.step_first_error,
             event_version: r.event_version,
+            reminders: r.reminders,
+            reminder_due_at: r.reminder_due_at,
+            reminder_pending: r.reminder_pending,
+            unclaimed_at: r.unclaimed_at,
         })
     }
 }

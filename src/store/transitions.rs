@@ -71,6 +71,7 @@ impl Store {
             to: Some(to),
             sets_onboarding_link: c.set.sets("onboarding_link"),
             sets_payout_link: c.set.sets("payout_link"),
+            reminder: c.reminder,
         });
         if !kinds.is_empty() {
             set = set.add("event_version", kinds.len() as i64);
@@ -148,6 +149,7 @@ impl Store {
             to: None,
             sets_onboarding_link: set.sets("onboarding_link"),
             sets_payout_link: set.sets("payout_link"),
+            reminder: None,
         });
         let mut head = Set::new().val("updated_at", now);
         if !kinds.is_empty() {
@@ -313,6 +315,8 @@ pub(super) struct Change<'a> {
     pub(super) release: Option<&'a str>,
     /// A further condition (no binds) the row must meet besides its state.
     pub(super) guard: Option<&'a str>,
+    /// The payout link this write sets is reminder `n`'s (`events::ItemWrite::reminder`).
+    pub(super) reminder: Option<i64>,
 }
 
 impl<'a> Change<'a> {
@@ -324,6 +328,7 @@ impl<'a> Change<'a> {
             also: None,
             release: None,
             guard: None,
+            reminder: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::{ItemRecord, Store, StoreError, on_pool};
 use crate::batch::ItemId;
 use crate::item::{IdempotencyKey, ItemState, TransferOutcome};
 
+pub use super::reminders::FlowMade;
 pub use crate::item::CallOutcome;
 
 impl Store {
@@ -199,24 +200,44 @@ impl Store {
     // transferred -> awaiting_payout -> completed
 
     /// transferred -> awaiting_payout: the payout flow exists; its link is the payee's.
-    /// `release`: a job's last write releases its lease in the same statement.
+    /// `release`: a job's last write releases its lease in the same statement. `reminder`:
+    /// the flow is reminder `n`'s fresh one (the item's `reminder_pending`): the write counts
+    /// it and emits `item.reminder` instead of `item.payout_link`. `reminder_due_at`: when the
+    /// next reminder (or the unclaimed mark) is due, `None` with reminders off.
     pub async fn record_payout_flow(
         &self,
         id: ItemId,
-        flow_id: Uuid,
-        link: &str,
-        next_poll_at: i64,
+        flow: FlowMade<'_>,
         release: Option<&str>,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        let detail = format!("payout flow {flow_id} created: {link}");
-        let set = Set::new()
+        let FlowMade {
+            flow_id,
+            link,
+            next_poll_at,
+            reminder,
+            reminder_due_at,
+        } = flow;
+        let detail = match reminder {
+            Some(n) => format!("payout flow {flow_id} created for reminder {n}: {link}"),
+            None => format!("payout flow {flow_id} created: {link}"),
+        };
+        let mut set = Set::new()
             .val("payout_flow_id", flow_id.to_string())
             .val("payout_link", link)
             .raw("payout_call_open = 0")
             .val("next_poll_at", next_poll_at)
-            .raw("polls = 0, poll_errors = 0, next_attempt_at = 1, last_error = NULL");
+            .raw("polls = 0, poll_errors = 0, next_attempt_at = 1, last_error = NULL")
+            .raw("reminder_pending = NULL");
+        set = match reminder_due_at {
+            Some(at) => set.val("reminder_due_at", at),
+            None => set.raw("reminder_due_at = NULL"),
+        };
+        if let Some(n) = reminder {
+            set = set.val("reminders", n);
+        }
         let mut c = Change::new(set, &detail);
         c.release = release;
+        c.reminder = reminder;
         let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
         self.transition_with(id, from, to, c).await
     }
@@ -374,7 +395,10 @@ impl Store {
             ItemState::AwaitingPayout => ItemState::Transferred,
             _ => ItemState::Pending,
         };
-        let set = Set::new().raw("next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0");
+        // A fresh link from the operator gives an unclaimed item a new last delay (reminders).
+        let set = Set::new().raw(
+            "next_poll_at = NULL, next_attempt_at = 1, payout_call_open = 0, unclaimed_at = NULL",
+        );
         self.transition(id, from, to, set, "new flow link requested by operator")
             .await
     }

@@ -28,6 +28,7 @@ mod output_safety;
 mod pipeline;
 mod polling;
 mod recovery;
+mod reminders;
 mod route;
 mod run_signal;
 mod schedule_path;

@@ -54,7 +54,17 @@ async fn illegal_transitions_are_refused_and_change_nothing(b: Backend) {
     // Steps that need another state leave a pending item alone.
     assert!(
         app.store
-            .record_payout_flow(id, Uuid::new_v4(), "http://x", 0, None)
+            .record_payout_flow(
+                id,
+                payrun::store::FlowMade {
+                    flow_id: Uuid::new_v4(),
+                    link: "http://x",
+                    next_poll_at: 0,
+                    reminder: None,
+                    reminder_due_at: None,
+                },
+                None
+            )
             .await
             .unwrap()
             .is_none()

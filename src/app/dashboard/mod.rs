@@ -263,6 +263,10 @@ pub struct ItemSummary {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub updated_at: i64,
+    /// Still awaiting payout after its last reminder (`[reminders]`).
+    pub unclaimed: bool,
+    /// Reminders sent with a fresh link.
+    pub reminders: i64,
 }
 
 impl From<ItemRecord> for ItemSummary {
@@ -279,6 +283,9 @@ impl From<ItemRecord> for ItemSummary {
             attempts: i.transfer_attempts,
             last_error: i.last_error,
             updated_at: i.updated_at,
+            unclaimed: i.unclaimed_at.is_some()
+                && i.state == crate::item::ItemState::AwaitingPayout,
+            reminders: i.reminders,
         }
     }
 }

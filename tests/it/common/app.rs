@@ -216,7 +216,11 @@ impl TestApp {
             let report = poll::poll_due(&self.engine, i64::MAX, 100_000)
                 .await
                 .expect("poll");
-            if ids.is_empty() && report.onboarded.is_empty() && report.completed == 0 {
+            if ids.is_empty()
+                && report.onboarded.is_empty()
+                && report.completed == 0
+                && report.reminded.is_empty()
+            {
                 return s;
             }
         }

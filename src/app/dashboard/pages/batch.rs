@@ -35,6 +35,13 @@ pub(in crate::app::dashboard) fn batch(
                 dd class={ "wallet" @if w.covers != Some(true) { " short" } } { (Shown(&w.line())) }
             }
             dt { "Progress" } dd { (progress(b)) }
+            @if b.unclaimed > 0 {
+                dt { "Unclaimed" }
+                dd class="unclaimed" {
+                    (b.unclaimed) " items, $" (format_cents(b.unclaimed_cents))
+                    " still open after the last reminder (in the payees' Dots wallets)"
+                }
+            }
         }
         div class="actions" {
             @if failed > 0 {
@@ -81,7 +88,12 @@ pub(in crate::app::dashboard) fn batch(
                         tr data-payee=(Shown(&i.payee_id)) data-state=(Shown(&i.state)) {
                             td { a href={ "/items/" (Shown(&i.id)) } { (Shown(&i.payee_id)) } }
                             td class="num" { "$" (i.amount) }
-                            td { span class={ "st st-" (Shown(&i.state)) } { (Shown(&i.state)) } }
+                            td {
+                                span class={ "st st-" (Shown(&i.state)) } { (Shown(&i.state)) }
+                                @if i.unclaimed {
+                                    " " span class="st st-unclaimed" { "unclaimed" }
+                                }
+                            }
                             td class="num" { (i.attempts) }
                             td class="err" { (Shown(i.last_error.as_deref().unwrap_or(""))) }
                             td { (when(i.updated_at)) }

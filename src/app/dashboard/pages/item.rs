@@ -28,6 +28,8 @@ pub(in crate::app::dashboard) fn item(csrf: &str, v: &ItemView) -> Markup {
         attempts: v.attempts,
         last_error: v.last_error.clone(),
         updated_at: 0,
+        unclaimed: v.unclaimed_at.is_some(),
+        reminders: v.reminders,
     };
     html! {
         p {
@@ -38,7 +40,11 @@ pub(in crate::app::dashboard) fn item(csrf: &str, v: &ItemView) -> Markup {
         h1 { "Payee " (Shown(&v.payee_id)) }
         dl {
             dt { "Item" } dd { code { (Shown(&v.id)) } }
-            dt { "State" } dd { span class={ "st st-" (Shown(&v.state)) } { (Shown(&v.state)) } }
+            dt { "State" } dd {
+                span class={ "st st-" (Shown(&v.state)) } { (Shown(&v.state)) }
+                @if v.unclaimed_at.is_some() { " " span class="st st-unclaimed" { "unclaimed" } }
+            }
+            @if v.reminders > 0 { dt { "Reminders" } dd { (v.reminders) " sent with a fresh link" } }
             dt { "Amount" } dd { "$" (format_cents(v.amount_cents)) }
             dt { "Dots user" } dd { code { (opt(&v.dots_user_id)) } }
             dt { "Transfer" } dd { code { (opt(&v.transfer_id)) } }

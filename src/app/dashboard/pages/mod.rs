@@ -106,6 +106,9 @@ mod tests {
                 covers: None,
                 error: Some(EVIL.into()),
             }),
+            unclaimed: 1,
+            unclaimed_cents: 100,
+            unclaimed_items: vec![],
         };
         assert_safe(&batches("csrf", std::slice::from_ref(&status)).into_string());
         let summary = ItemSummary {
@@ -120,6 +123,8 @@ mod tests {
             attempts: 1,
             last_error: evil(),
             updated_at: 0,
+            unclaimed: true,
+            reminders: 3,
         };
         let id = BatchId::new_random();
         let page = batch("csrf", id, &status, "", &[summary]).into_string();
@@ -135,6 +140,8 @@ mod tests {
             flow_link: Some(format!("https://x/{EVIL}")),
             attempts: 1,
             last_error: evil(),
+            reminders: 3,
+            unclaimed_at: Some(0),
             events: vec![ItemEvent {
                 id: 1,
                 at: 0,
