@@ -5,9 +5,14 @@
 use sqlx::Row as _;
 
 use super::bulk::{BulkError, BulkItems};
+use super::outbox::insert_outbox_row;
+use super::outbox_batch::{
+    BATCH_EVENT_COLUMNS, BatchEventRow, Why, batch_event_rows, batch_event_update,
+};
 use super::{Store, StoreError, now_ms, on_pool};
 use crate::batch::BatchId;
 use crate::batch::{Row, RowError};
+use crate::events::EventType;
 use crate::item::ItemState;
 
 /// A batch about to be stored.
@@ -253,8 +258,11 @@ impl Store {
             // makes the second wait here for the first to commit, then refuses it; SQLite's
             // single writer means the check above already saw the first.
             let identity = (!new.allow_duplicate).then(|| hash.clone());
-            let set = sqlx::query("UPDATE batches SET item_count = $1, total_cents = $2, status = $3, content_hash = $4, identity_hash = $5 WHERE id = $6")
+            // batch.created, and batch.approved when it needs no approval: versions 1 (and 2).
+            let kinds: &[EventType] = if awaiting { &[EventType::BatchCreated] } else { &[EventType::BatchCreated, EventType::BatchApproved] };
+            let set = sqlx::query("UPDATE batches SET item_count = $1, total_cents = $2, status = $3, content_hash = $4, identity_hash = $5, event_version = $7 WHERE id = $6")
                 .bind(written.rows).bind(written.total_cents).bind(status).bind(&hash).bind(&identity).bind(id.to_string())
+                .bind(kinds.len() as i64)
                 .execute(&mut *tx).await;
             match set {
                 Ok(_) => {}
@@ -270,6 +278,10 @@ impl Store {
                     return Ok(Ok(Created::Existing(b)));
                 }
                 Err(e) => return Err(e.into()),
+            }
+            let row = BatchEventRow { id: id.to_string(), status: status.to_owned(), event_version: kinds.len() as i64, item_count: written.rows, total_cents: written.total_cents, hold_reason: None, hold_detail: None };
+            for e in batch_event_rows(&row, kinds, Why::None, now) {
+                insert_outbox_row!(&mut *tx, e);
             }
             tx.commit().await?;
             Ok(Ok(Created::New(StoredBatch { id, items: written.rows, total_cents: written.total_cents, awaiting_approval: awaiting, content_hash: hash, needing_known_payee: written.needing_known_payee })))
@@ -324,15 +336,32 @@ impl Store {
 
     /// awaiting_approval -> approved. `Ok(false)`: it was not awaiting approval.
     pub async fn approve_batch(&self, id: BatchId) -> Result<bool, StoreError> {
-        Ok(on_pool!(&self.pool, p => sqlx::query(
-            "UPDATE batches SET status = 'approved', approved_at = $1 WHERE id = $2 AND status = 'awaiting_approval'")
-            .bind(now_ms()).bind(id.to_string()).execute(p).await?.rows_affected() == 1))
+        let now = now_ms();
+        let sql = format!("UPDATE batches SET status = 'approved', approved_at = $1, event_version = event_version + 1
+             WHERE id = $2 AND status = 'awaiting_approval' RETURNING {BATCH_EVENT_COLUMNS}");
+        Ok(on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let rows = batch_event_update!(&mut *tx, sql.clone(), [now, id.to_string()],
+                EventType::BatchApproved, Why::None, now);
+            tx.commit().await?;
+            rows.len() == 1
+        }))
     }
 
     /// Marks a batch canceled (its items are canceled one by one by the caller).
+    /// A batch canceled already is left alone (no second `batch.canceled`).
     pub async fn cancel_batch_record(&self, id: BatchId) -> Result<(), StoreError> {
-        on_pool!(&self.pool, p => { sqlx::query("UPDATE batches SET status = 'canceled' WHERE id = $1")
-            .bind(id.to_string()).execute(p).await?; });
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE batches SET status = 'canceled', event_version = event_version + 1
+             WHERE id = $1 AND status <> 'canceled' RETURNING {BATCH_EVENT_COLUMNS}"
+        );
+        on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            batch_event_update!(&mut *tx, sql.clone(), [id.to_string()],
+                EventType::BatchCanceled, Why::None, now);
+            tx.commit().await?;
+        });
         Ok(())
     }
 

@@ -16,8 +16,10 @@
 use std::collections::HashMap;
 
 use super::feed::BeginWrite as _;
+use super::outbox_batch::{BATCH_EVENT_COLUMNS, Why, batch_event_update};
 use super::{Store, StoreError, on_pool};
 use crate::batch::{BatchId, Hold, ItemId};
+use crate::events::EventType;
 
 /// Why a batch's items must not start a Dots call now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,16 +83,22 @@ impl Store {
         }
         // One statement decides, so a concurrent pause keeps the first one's time.
         let sql = format!(
-            "UPDATE batches SET paused_at = $1 WHERE id = $2 AND paused_at IS NULL
+            "UPDATE batches SET paused_at = $1, event_version = event_version + 1
+             WHERE id = $2 AND paused_at IS NULL
                AND status <> 'canceled'
                AND EXISTS (SELECT 1 FROM items WHERE items.batch_id = batches.id
                            AND items.state NOT IN {DONE})
-             RETURNING paused_at"
+             RETURNING {BATCH_EVENT_COLUMNS}"
         );
-        let set: Option<i64> = on_pool!(&self.pool, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(now).bind(id.to_string()).fetch_optional(p).await?);
-        if let Some(at) = set {
-            return Ok(Some(PauseOutcome::Paused(at)));
+        let set: usize = on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let rows = batch_event_update!(&mut *tx, sql.clone(), [now, id.to_string()],
+                EventType::BatchHeld, Why::Paused, now);
+            tx.commit().await?;
+            rows.len()
+        });
+        if set == 1 {
+            return Ok(Some(PauseOutcome::Paused(now)));
         }
         // The guard missed: paused meanwhile, canceled meanwhile, or nothing left to work.
         let again: Option<(String, Option<i64>)> = on_pool!(&self.pool, p => sqlx::query_as(
@@ -107,13 +115,19 @@ impl Store {
     /// yet (a batch submitted later is not paused). Returns the batches it paused.
     pub async fn pause_all(&self, now: i64) -> Result<Vec<BatchId>, StoreError> {
         let sql = format!(
-            "UPDATE batches SET paused_at = $1 WHERE paused_at IS NULL AND status <> 'canceled'
+            "UPDATE batches SET paused_at = $1, event_version = event_version + 1
+             WHERE paused_at IS NULL AND status <> 'canceled'
                AND EXISTS (SELECT 1 FROM items WHERE items.batch_id = batches.id
                            AND items.state NOT IN {DONE})
-             RETURNING id"
+             RETURNING {BATCH_EVENT_COLUMNS}"
         );
-        let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(now).fetch_all(p).await?);
+        let ids: Vec<String> = on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let rows = batch_event_update!(&mut *tx, sql.clone(), [now],
+                EventType::BatchHeld, Why::Paused, now);
+            tx.commit().await?;
+            rows.into_iter().map(|r| r.id).collect()
+        });
         parse_batch_ids(ids)
     }
 
@@ -132,9 +146,10 @@ impl Store {
                 None => None,
                 Some((None, _)) => Some(ResumeOutcome::NotPaused),
                 Some((Some(_), fed_line)) => {
-                    let cleared = sqlx::query(
-                        "UPDATE batches SET paused_at = NULL WHERE id = $1 AND paused_at IS NOT NULL")
-                        .bind(id.to_string()).execute(&mut *tx).await?.rows_affected();
+                    let sql = format!("UPDATE batches SET paused_at = NULL, event_version = event_version + 1
+                         WHERE id = $1 AND paused_at IS NOT NULL RETURNING {BATCH_EVENT_COLUMNS}");
+                    let cleared = batch_event_update!(&mut *tx, sql, [id.to_string()],
+                        EventType::BatchResumed, Why::Paused, now.max(1)).len();
                     if cleared == 0 {
                         Some(ResumeOutcome::NotPaused)
                     } else {

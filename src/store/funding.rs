@@ -15,9 +15,11 @@
 //! `onboarding` or `transferring`, with no transfer id.
 
 use super::batches::BatchRow;
+use super::outbox_batch::{BATCH_EVENT_COLUMNS, Why, batch_event_update};
 use super::transitions::Set;
 use super::{BatchRecord, ItemRecord, Store, StoreError, on_pool};
 use crate::batch::{BatchId, ItemId};
+use crate::events::EventType;
 use crate::item::{CallOutcome, ItemState};
 
 /// The SQL condition on `items` (as `i`) of "not yet transferred, may still be paid".
@@ -113,12 +115,29 @@ impl Store {
                 detail,
                 needed_cents,
                 from_line,
-            } => on_pool!(&self.pool, p => sqlx::query(
-                "UPDATE batches SET funding_checked_at = $1, hold_reason = 'insufficient_funds',
-                    hold_detail = $3, hold_since = $1, funds_needed_cents = $4, hold_from_line = $5
-                 WHERE id = $2 AND funding_checked_at IS NULL")
-                .bind(now).bind(&id).bind(detail).bind(needed_cents).bind(from_line)
-                .execute(p).await?.rows_affected()),
+            } => {
+                // A new hold (none, or another reason): batch.held; the same reason again: none.
+                let held = format!("UPDATE batches SET funding_checked_at = $1, hold_reason = 'insufficient_funds',
+                    hold_detail = $3, hold_since = $1, funds_needed_cents = $4, hold_from_line = $5,
+                    event_version = event_version + 1
+                 WHERE id = $2 AND funding_checked_at IS NULL
+                   AND (hold_reason IS NULL OR hold_reason <> 'insufficient_funds')
+                 RETURNING {BATCH_EVENT_COLUMNS}");
+                on_pool!(&self.pool, p => {
+                    let mut tx = p.begin().await?;
+                    let n = batch_event_update!(&mut *tx, held.clone(),
+                        [now, &id, detail, needed_cents, from_line],
+                        EventType::BatchHeld, Why::RowHold, now).len() as u64;
+                    let n = if n == 1 { n } else { sqlx::query(
+                        "UPDATE batches SET funding_checked_at = $1, hold_reason = 'insufficient_funds',
+                            hold_detail = $3, hold_since = $1, funds_needed_cents = $4, hold_from_line = $5
+                         WHERE id = $2 AND funding_checked_at IS NULL")
+                        .bind(now).bind(&id).bind(detail).bind(needed_cents).bind(from_line)
+                        .execute(&mut *tx).await?.rows_affected() };
+                    tx.commit().await?;
+                    n
+                })
+            }
         };
         Ok(n == 1)
     }
@@ -203,11 +222,11 @@ impl Store {
         let id = batch.to_string();
         on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let n = sqlx::query(
-                "UPDATE batches SET hold_reason = NULL, hold_detail = NULL, hold_since = NULL,
-                    funds_needed_cents = NULL, hold_from_line = NULL
-                 WHERE id = $1 AND hold_reason = 'insufficient_funds'")
-                .bind(&id).execute(&mut *tx).await?.rows_affected();
+            let lift = format!("UPDATE batches SET hold_reason = NULL, hold_detail = NULL, hold_since = NULL,
+                    funds_needed_cents = NULL, hold_from_line = NULL, event_version = event_version + 1
+                 WHERE id = $1 AND hold_reason = 'insufficient_funds' RETURNING {BATCH_EVENT_COLUMNS}");
+            let n = batch_event_update!(&mut *tx, lift, [&id], EventType::BatchResumed,
+                Why::Lifted("insufficient_funds"), now).len();
             if n == 1 {
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(now).bind(&id)
                     .execute(&mut *tx).await?;

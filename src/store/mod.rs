@@ -22,6 +22,7 @@ mod funding;
 mod items;
 mod migrate_lock;
 mod outbox;
+mod outbox_batch;
 mod payees;
 mod queue_tables;
 mod record;

@@ -22,7 +22,7 @@ pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cent
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct ItemRow {
     id: String,
-    batch_id: String,
+    pub(super) batch_id: String,
     line: i64,
     payee_id: String,
     amount_cents: i64,

@@ -6,8 +6,10 @@
 //! no hold yet, so it never overwrites another hold (an `insufficient_funds` hold, or an
 //! earlier systemic one); clearing names its reason, so it never lifts a funds hold.
 
-use super::{Store, StoreError, on_pool};
+use super::outbox_batch::{BATCH_EVENT_COLUMNS, Why, batch_event_update};
+use super::{Store, StoreError, now_ms, on_pool};
 use crate::batch::HoldReason;
+use crate::events::EventType;
 
 /// Items in these states still have work that a Dots call does.
 const ACTIVE: &str = "'pending', 'onboarding', 'transferring', 'transferred', 'awaiting_payout'";
@@ -23,17 +25,22 @@ impl Store {
     ) -> Result<u64, StoreError> {
         debug_assert!(reason != HoldReason::InsufficientFunds);
         let sql = format!(
-            "UPDATE batches SET hold_reason = $1, hold_detail = $2, hold_since = $3
+            "UPDATE batches SET hold_reason = $1, hold_detail = $2, hold_since = $3,
+                event_version = event_version + 1
              WHERE hold_reason IS NULL AND status = 'approved'
                AND EXISTS (SELECT 1 FROM items WHERE items.batch_id = batches.id
-                           AND items.state IN ({ACTIVE}))"
+                           AND items.state IN ({ACTIVE}))
+             RETURNING {BATCH_EVENT_COLUMNS}"
         );
         let detail: String = detail.chars().take(500).collect();
-        Ok(
-            on_pool!(&self.pool, p => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(reason.as_str()).bind(&detail).bind(since)
-            .execute(p).await?.rows_affected()),
-        )
+        let now = now_ms();
+        Ok(on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let rows = batch_event_update!(&mut *tx, sql.clone(), [reason.as_str(), &detail, since],
+                EventType::BatchHeld, Why::RowHold, now);
+            tx.commit().await?;
+            rows.len() as u64
+        }))
     }
 
     /// Lifts every hold for `reason` (a process-wide circuit closed). Returns how many.
@@ -41,10 +48,19 @@ impl Store {
         if reason == HoldReason::InsufficientFunds {
             return Ok(0); // not a process-wide reason: lifted by the funds check alone
         }
-        Ok(on_pool!(&self.pool, p => sqlx::query(
-            "UPDATE batches SET hold_reason = NULL, hold_detail = NULL, hold_since = NULL
-             WHERE hold_reason = $1")
-            .bind(reason.as_str()).execute(p).await?.rows_affected()))
+        let sql = format!(
+            "UPDATE batches SET hold_reason = NULL, hold_detail = NULL, hold_since = NULL,
+                event_version = event_version + 1
+             WHERE hold_reason = $1 RETURNING {BATCH_EVENT_COLUMNS}"
+        );
+        let now = now_ms();
+        Ok(on_pool!(&self.pool, p => {
+            let mut tx = p.begin().await?;
+            let rows = batch_event_update!(&mut *tx, sql.clone(), [reason.as_str()],
+                EventType::BatchResumed, Why::Lifted(reason.as_str()), now);
+            tx.commit().await?;
+            rows.len() as u64
+        }))
     }
 
     /// A circuit closed: every workable item waiting for a later attempt (held by the circuit,

@@ -13,6 +13,7 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::outbox::{insert_outbox_row, item_event_rows};
+use super::outbox_batch;
 use super::record::{ITEM_COLUMNS, ItemRow, typed};
 use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
@@ -97,8 +98,16 @@ impl Store {
             b.push(id.to_string()),
             b.push(from.as_str()),
         );
+        // Settling, completing or unsettling the batch is decided in this transaction; on
+        // PostgreSQL the batch row is locked first (see `outbox_batch`).
+        let touches = outbox_batch::touches_batch(from, to);
+        let lock_batch = touches && matches!(self.pool, super::Pool::Postgres(_));
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
+            if lock_batch {
+                sqlx::query(outbox_batch::LOCK_BATCH_OF_ITEM).bind(id.to_string())
+                    .execute(&mut *tx).await?;
+            }
             let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()));
             for v in b.0 {
                 q = match v {
@@ -107,6 +116,10 @@ impl Store {
                 };
             }
             let row = q.fetch_optional(&mut *tx).await?;
+            if let Some(r) = &row && touches {
+                let batch = r.batch_id.clone();
+                outbox_batch::settle_batch_events!(&mut *tx, &batch, from, to, now);
+            }
             if row.is_some() {
                 if let Some((payee_id, user_id)) = c.payee {
                     sqlx::query(REMEMBER_PAYEE)
