@@ -22,6 +22,7 @@ mod funding;
 mod items;
 mod migrate_lock;
 mod outbox;
+mod outbox_delivery;
 mod queue_tables;
 mod record;
 pub mod source;
@@ -35,6 +36,9 @@ pub use control::{Block, Blocked, PauseOutcome, ResumeOutcome};
 pub use funding::FundingVerdict;
 pub use items::*;
 pub use outbox::OutboxEvent;
+pub use outbox_delivery::{
+    ClaimedDelivery, DeliveryView, EndpointBacklog, EventDeliveries, ReplaySelector, TryOutcome,
+};
 pub use queue_tables::ITEM_QUEUE;
 pub(crate) use queue_tables::on_apalis;
 pub use record::ItemRecord;
