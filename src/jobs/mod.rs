@@ -17,6 +17,7 @@ mod flows;
 pub mod funds;
 pub mod gate;
 mod lease;
+pub mod outbound;
 pub mod plan;
 pub mod poll;
 pub mod poll_next;
@@ -155,6 +156,8 @@ pub struct Engine {
     pub circuits: Arc<circuit::Circuits>,
     /// The App wallet: funding settings, batches known checked, the probe's backoff.
     pub funds: Arc<funds::Funds>,
+    /// The deliverer of outbound events (`jobs::outbound`), when endpoints are configured.
+    pub outbound: Option<Arc<outbound::Outbound>>,
 }
 
 impl Engine {
@@ -171,6 +174,7 @@ impl Engine {
             gate: gate::GateCache::new(Duration::from_millis(settings.feed_ms.max(10))),
             circuits,
             funds: Arc::default(),
+            outbound: None,
             settings: Arc::new(settings),
         }
     }
@@ -185,6 +189,12 @@ impl Engine {
     async fn gate(&self, item: &ItemRecord) -> Result<gate::Gate, StoreError> {
         let blocked = self.gate.blocked(&self.store).await?;
         Ok(gate::decide(&blocked, item.batch_id, item.line, item.state))
+    }
+
+    /// Delivers outbound events with `out` (from `[events]`) while the worker runs.
+    pub fn with_outbound(mut self, out: Option<Arc<outbound::Outbound>>) -> Engine {
+        self.outbound = out;
+        self
     }
 
     /// Now, in unix ms, on the engine's clock.

@@ -190,7 +190,7 @@ impl Store {
                 },
             )
             .collect();
-        out.sort_by(|a, b| (a.created_at, a.version).cmp(&(b.created_at, b.version)));
+        out.sort_by_key(|d| (d.created_at, d.version));
         Ok(out)
     }
 
