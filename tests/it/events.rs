@@ -87,22 +87,23 @@ async fn a_receiver_failing_the_first_two_tries_still_gets_every_event_signed(b:
         }
         out.turn(&app.store, "w1").await.unwrap();
     }
-    let s = seen.lock().unwrap();
-    let verifier = Verifier::new(SECRET).unwrap();
-    let now = payrun::store::now_ms() / 1000;
-    let mut ids: Vec<String> = Vec::new();
-    for (headers, body) in &s.acked {
-        verifier.verify(headers, body, now).unwrap();
-        ids.push(headers["webhook-id"].to_str().unwrap().to_owned());
-        let stored = events.iter().find(|e| e.id == ids[ids.len() - 1]).unwrap();
-        assert_eq!(body.as_ref(), stored.body.as_bytes());
+    {
+        let s = seen.lock().unwrap();
+        let verifier = Verifier::new(SECRET).unwrap();
+        let now = payrun::store::now_ms() / 1000;
+        let mut ids: Vec<String> = Vec::new();
+        for (headers, body) in &s.acked {
+            verifier.verify(headers, body, now).unwrap();
+            ids.push(headers["webhook-id"].to_str().unwrap().to_owned());
+            let stored = events.iter().find(|e| e.id == ids[ids.len() - 1]).unwrap();
+            assert_eq!(body.as_ref(), stored.body.as_bytes());
+        }
+        ids.sort();
+        let mut want: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        want.sort();
+        assert_eq!(ids, want, "each event acknowledged once");
+        assert!(s.tries.values().all(|n| *n == 3), "{:?}", s.tries);
     }
-    ids.sort();
-    let mut want: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    want.sort();
-    assert_eq!(ids, want, "each event acknowledged once");
-    assert!(s.tries.values().all(|n| *n == 3), "{:?}", s.tries);
-    drop(s);
     let listed = app
         .store
         .events_with_deliveries(None, false, 1000)
@@ -150,9 +151,10 @@ async fn a_receiver_that_never_acknowledges_leaves_the_delivery_failed_after_the
     for _ in 0..10 {
         out.turn(&app.store, "w1").await.unwrap();
     }
-    let s = seen.lock().unwrap();
-    assert!(s.tries.values().all(|n| *n == 4), "{:?}", s.tries);
-    drop(s);
+    {
+        let s = seen.lock().unwrap();
+        assert!(s.tries.values().all(|n| *n == 4), "{:?}", s.tries);
+    }
     let failed = app
         .store
         .events_with_deliveries(None, true, 1000)
