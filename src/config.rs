@@ -27,6 +27,7 @@ mod env;
 #[cfg(test)]
 mod env_tests;
 mod error;
+mod events;
 mod layers;
 #[cfg(test)]
 mod tests;
@@ -40,6 +41,7 @@ use crate::secret::{Secret, redact_url};
 
 pub use env::{ALIASES, NOT_CONFIG};
 pub use error::ConfigError;
+pub use events::{EVENT_TYPES, EndpointSettings, EventsSettings};
 
 const BUILTIN: &str = include_str!("../config/default.toml");
 
@@ -304,6 +306,7 @@ pub struct Settings {
     pub funding: FundingSettings,
     #[serde(default)]
     pub reminders: ReminderSettings,
+    pub events: EventsSettings,
 }
 
 impl Settings {
@@ -372,6 +375,8 @@ impl Settings {
         if let Some(v) = env.get("DOTS_WEBHOOK_SECRET") {
             s.dots.webhook_secret = Some(Secret::new(v));
         }
+        events::resolve(&mut s.events, |k| env.get(k).map(str::to_owned))
+            .map_err(|reason| ConfigError::Events { reason })?;
         Ok(s)
     }
 }

@@ -93,6 +93,13 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Err(e) => return Err(e),
     };
     let store = ctx.store().await?;
+    // Every command registers the configured event endpoints, so an event written before any
+    // worker ran (e.g. by `submit`) is fanned out to them.
+    for e in &ctx.settings.events.endpoints {
+        store
+            .register_endpoint(&e.name, e.types.as_deref(), crate::store::now_ms())
+            .await?;
+    }
     match &cli.command {
         Command::Demo { .. } | Command::Sim(_) | Command::Bench { .. } => {
             unreachable!("handled above")

@@ -97,7 +97,10 @@ impl Ctx {
         .with_funding(crate::jobs::funds::FundingConfig::from_settings(
             &self.settings,
         ))
-        .with_reminders(self.settings.reminders.clone()))
+        .with_reminders(self.settings.reminders.clone())
+        .with_outbound(crate::jobs::outbound::Outbound::from_settings(
+            &self.settings.events,
+        )?))
     }
 
     /// The App wallet, read where a batch's total is shown (with `DOTS_APP_ID` set).

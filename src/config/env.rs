@@ -47,7 +47,11 @@ pub const ALIASES: &[(&str, &str)] = &[
 
 /// `PAYRUN_*` variables read elsewhere that look like `<SECTION>_<KEY>`: never config.
 /// `PAYRUN_DASHBOARD_TOKEN` is a secret (read by `payrun serve` only).
-pub const NOT_CONFIG: &[&str] = &["PAYRUN_DASHBOARD_TOKEN"];
+pub const NOT_CONFIG: &[&str] = &[
+    "PAYRUN_DASHBOARD_TOKEN",
+    "PAYRUN_EVENTS_URL",
+    "PAYRUN_EVENTS_SECRET",
+];
 
 const PREFIX: &str = "PAYRUN_";
 

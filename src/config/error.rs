@@ -22,6 +22,9 @@ pub enum ConfigError {
     /// An environment variable whose value its key cannot take.
     #[error("invalid value for {var}: {reason}")]
     Env { var: String, reason: String },
+    /// `[events]` or its endpoints' secrets are unusable (the message never holds a secret).
+    #[error("invalid events config: {reason}")]
+    Events { reason: String },
 }
 
 /// Keys whose values are never shown as typed (they may hold a password).

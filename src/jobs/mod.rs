@@ -17,6 +17,7 @@ mod flows;
 pub mod funds;
 pub mod gate;
 mod lease;
+pub mod outbound;
 pub mod plan;
 pub mod poll;
 pub mod poll_next;
@@ -160,6 +161,8 @@ pub struct Engine {
     /// `[reminders]`: fresh links for payout flows left open (`jobs::remind`); off unless
     /// set with [`Engine::with_reminders`].
     pub reminders: Arc<crate::config::ReminderSettings>,
+    /// The deliverer of outbound events (`jobs::outbound`), when endpoints are configured.
+    pub outbound: Option<Arc<outbound::Outbound>>,
 }
 
 impl Engine {
@@ -177,6 +180,7 @@ impl Engine {
             circuits,
             funds: Arc::default(),
             reminders: Arc::default(),
+            outbound: None,
             settings: Arc::new(settings),
         }
     }
@@ -197,6 +201,12 @@ impl Engine {
     async fn gate(&self, item: &ItemRecord) -> Result<gate::Gate, StoreError> {
         let blocked = self.gate.blocked(&self.store).await?;
         Ok(gate::decide(&blocked, item.batch_id, item.line, item.state))
+    }
+
+    /// Delivers outbound events with `out` (from `[events]`) while the worker runs.
+    pub fn with_outbound(mut self, out: Option<Arc<outbound::Outbound>>) -> Engine {
+        self.outbound = out;
+        self
     }
 
     /// Now, in unix ms, on the engine's clock.

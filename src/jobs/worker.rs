@@ -206,6 +206,16 @@ pub async fn run(
             }
         });
     }
+    // The deliverer of outbound events (`jobs::outbound`).
+    if let Some(out) = engine.outbound.clone() {
+        let (store, owner, stop) = (engine.store.clone(), engine.owner.clone(), rx.clone());
+        let liveness = Liveness::Beats {
+            every_ms: out.poll.as_millis() as i64 + out.lease_ms,
+        };
+        dog.spawn("deliverer", liveness, |pulse| {
+            super::outbound::run(out, store, owner, pulse, stop)
+        });
+    }
     // Half-open probes of open circuits (`jobs::circuit`).
     tokio::spawn(super::circuit::run_probes(
         engine.clone(),

@@ -23,6 +23,7 @@ mod items;
 mod migrate_lock;
 mod outbox;
 mod outbox_batch;
+mod outbox_delivery;
 mod payees;
 mod queue_tables;
 mod record;
@@ -38,6 +39,9 @@ pub use control::{Block, Blocked, PauseOutcome, ResumeOutcome};
 pub use funding::FundingVerdict;
 pub use items::*;
 pub use outbox::OutboxEvent;
+pub use outbox_delivery::{
+    ClaimedDelivery, DeliveryView, EndpointBacklog, EventDeliveries, ReplaySelector, TryOutcome,
+};
 pub use payees::PayeeRoute;
 pub use queue_tables::ITEM_QUEUE;
 pub(crate) use queue_tables::on_apalis;

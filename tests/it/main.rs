@@ -18,6 +18,7 @@ mod config;
 mod control;
 mod dashboard;
 mod demo;
+mod events;
 mod feed;
 mod funding;
 mod intake;
