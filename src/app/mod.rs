@@ -5,6 +5,7 @@ pub mod audit;
 pub mod control;
 pub mod dashboard;
 mod demo;
+pub mod events;
 pub mod metrics_endpoint;
 pub mod ops;
 mod report;

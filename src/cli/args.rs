@@ -137,6 +137,11 @@ pub enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// The events outbox: list events and their deliveries, or send some again.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Measure: ingest, throughput, API-bound runs and worker memory (prints figures).
     Bench {
         #[command(subcommand)]
@@ -216,6 +221,32 @@ pub enum JobsCommand {
     },
     /// Run one schedule now (makes at most one batch).
     Run { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// One line per event: id, type, created, item, and each endpoint's delivery.
+    List {
+        #[arg(long)]
+        batch: Option<String>,
+        /// Only events with a failed delivery.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make deliveries pending again (same event id, tries from zero).
+    Replay {
+        /// One event id (`evt_...`).
+        #[arg(required_unless_present_any = ["batch", "since"], conflicts_with_all = ["batch", "since"])]
+        event: Option<String>,
+        /// Every event of this batch.
+        #[arg(long, conflicts_with = "since")]
+        batch: Option<String>,
+        /// Every event created at or after TIME (RFC 3339, or unix ms).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Cli, Command, Ctx, JobsCommand, SimArgs, parse_id, print, shutdown_signal};
+use super::{
+    Cli, Command, Ctx, EventsCommand, JobsCommand, SimArgs, parse_id, print, shutdown_signal,
+};
 use crate::app::{self, exit, ops};
 use crate::batch::{BatchId, ItemId};
 use crate::dots::sim::{Sim, SimConfig};
@@ -384,6 +386,7 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Events { command } => events(&store, command).await,
         Command::Jobs { command } => {
             let schedules = app::schedule::load_dir(&ctx.settings.schedules.dir)?;
             match command {
@@ -414,6 +417,70 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+    }
+}
+
+async fn events(store: &crate::store::Store, command: &EventsCommand) -> anyhow::Result<i32> {
+    use app::events::{EventsError, ReplayArg};
+    let result = match command {
+        EventsCommand::List {
+            batch,
+            failed,
+            json,
+        } => {
+            let batch: Option<BatchId> = match batch {
+                Some(b) => Some(id!(b)),
+                None => None,
+            };
+            let batch = batch.map(|b| b.to_string());
+            app::events::list(store, batch.as_deref(), *failed, 1000)
+                .await
+                .map(|list| {
+                    if *json {
+                        serde_json::to_string_pretty(&list).map(|s| println!("{s}"))
+                    } else {
+                        if list.is_empty() {
+                            println!("no events yet");
+                        }
+                        list.iter().for_each(print::event);
+                        Ok(())
+                    }
+                })
+        }
+        EventsCommand::Replay {
+            event,
+            batch,
+            since,
+        } => {
+            let which = match (event, batch, since) {
+                (Some(e), _, _) => ReplayArg::Event(e),
+                (_, Some(b), _) => {
+                    let _: BatchId = id!(b);
+                    ReplayArg::Batch(b)
+                }
+                (_, _, Some(t)) => ReplayArg::Since(t),
+                _ => unreachable!("clap requires one"),
+            };
+            app::events::replay(store, which, crate::store::now_ms())
+                .await
+                .map(|n| {
+                    println!(
+                        "{n} events replayed: their deliveries to every matching endpoint are pending again"
+                    );
+                    Ok(())
+                })
+        }
+    };
+    match result {
+        Ok(printed) => {
+            printed?;
+            Ok(exit::OK)
+        }
+        Err(e @ EventsError::BadInput(_)) => {
+            eprintln!("error: {}", shown(&e));
+            Ok(exit::BAD_INPUT)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

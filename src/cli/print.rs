@@ -281,3 +281,36 @@ impl Bars {
         let _ = &self.multi;
     }
 }
+
+/// `events list`: one line per event, then each endpoint's delivery.
+pub fn event(e: &crate::store::EventDeliveries) {
+    let item = e
+        .item_id
+        .as_deref()
+        .map(|i| format!("  item {}", p(i)))
+        .unwrap_or_default();
+    let deliveries: Vec<String> = e
+        .deliveries
+        .iter()
+        .map(|d| {
+            let err = d
+                .last_error
+                .as_deref()
+                .map(|x| format!(" ({})", p(x)))
+                .unwrap_or_default();
+            format!("{}: {} x{}{err}", p(&d.endpoint), p(&d.status), d.attempts)
+        })
+        .collect();
+    println!(
+        "{}  {}  {}  batch {}{item}  {}",
+        p(&e.id),
+        p(&e.kind),
+        crate::events::rfc3339(e.created_at),
+        p(&e.batch_id),
+        if deliveries.is_empty() {
+            "no deliveries".to_string()
+        } else {
+            deliveries.join("; ")
+        }
+    );
+}

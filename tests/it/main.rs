@@ -19,6 +19,7 @@ mod control;
 mod dashboard;
 mod demo;
 mod events;
+mod events_cli;
 mod feed;
 mod funding;
 mod intake;
