@@ -484,3 +484,51 @@ async fn a_worker_killed_after_its_state_changes_loses_no_event(b: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+on_both_backends!(the_dashboard_shows_each_endpoints_backlog_and_failures);
+
+async fn the_dashboard_shows_each_endpoints_backlog_and_failures(b: Backend) {
+    const TOKEN: &str = "dash-test-token-0123456789-abcdefghij";
+    let app = spawn_app(b, quiet_sim()).await;
+    // Nothing listens on the endpoint: its four tries fail.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = outbound(&format!("http://{addr}/hook"));
+    out.register(&app.store).await.unwrap();
+    let first = paid_batch(&app, 1).await;
+    for _ in 0..4 {
+        out.turn(&app.store, "w1").await.unwrap();
+    }
+    let failed = app.store.outbox_events(Some(first)).await.unwrap().len();
+    // A second batch's events are fanned out and tried once: still pending.
+    let second = paid_batch(&app, 2).await;
+    out.turn(&app.store, "w1").await.unwrap();
+    let pending = app.store.outbox_events(Some(second)).await.unwrap().len();
+    let base = crate::fixture::serve_dashboard(&app, TOKEN).await;
+    let page = reqwest::Client::new()
+        .get(format!("{base}/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let table = &page[page
+        .find("id=\"event-endpoints\"")
+        .expect("the endpoints table")..];
+    let row = &table[table
+        .find("data-endpoint=\"default\"")
+        .expect("the default endpoint")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains(&format!(">{pending}</td>")),
+        "{pending} pending: {row}"
+    );
+    assert!(
+        row.contains(&format!(">{failed}</strong>")),
+        "{failed} failed: {row}"
+    );
+}

@@ -6,6 +6,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use maud::html;
 use serde::Deserialize;
 
 use super::{COOKIE, Dash, DashError, items_in, pages};
@@ -56,12 +57,20 @@ pub(super) struct PageQuery {
 
 /// `GET /`: every batch, newest first, with progress, counts per state and totals.
 pub(super) async fn index(State(d): State<Dash>, Query(q): Query<PageQuery>) -> Response {
-    match list_status(&d.store, 200).await {
-        Ok(batches) => pages::page(
+    let shown = async || {
+        let batches = list_status(&d.store, 200).await?;
+        let backlog = d.store.endpoint_backlog().await?;
+        Ok::<_, crate::store::StoreError>((batches, backlog))
+    };
+    match shown().await {
+        Ok((batches, backlog)) => pages::page(
             StatusCode::OK,
             "batches",
             q.msg.as_deref(),
-            pages::batches(&d.auth.csrf, &batches),
+            html! {
+                (pages::batches(&d.auth.csrf, &batches))
+                (pages::backlog(&backlog))
+            },
         ),
         Err(e) => error_page(e.into()),
     }

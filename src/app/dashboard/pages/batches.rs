@@ -45,3 +45,33 @@ pub(in crate::app::dashboard) fn batches(csrf: &str, batches: &[BatchStatus]) ->
         }
     }
 }
+
+/// Outbound events per endpoint: how many wait to be delivered, since when, and how many
+/// failed after their last try (`payrun events list --failed`, `payrun events replay`).
+pub(in crate::app::dashboard) fn backlog(endpoints: &[crate::store::EndpointBacklog]) -> Markup {
+    html! {
+        @if !endpoints.is_empty() {
+            h2 { "Event endpoints" }
+            table id="event-endpoints" {
+                thead {
+                    tr {
+                        th { "Endpoint" } th class="num" { "Pending" }
+                        th { "Oldest pending" } th class="num" { "Failed" }
+                    }
+                }
+                tbody {
+                    @for e in endpoints {
+                        tr data-endpoint=(Shown(&e.endpoint)) {
+                            td { code { (Shown(&e.endpoint)) } }
+                            td class="num" { (e.pending) }
+                            td { @if let Some(t) = e.oldest_pending_at { (when(t)) } @else { "-" } }
+                            td class="num" {
+                                @if e.failed > 0 { strong class="bad" { (e.failed) } } @else { "0" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ mod layout;
 mod parts;
 
 pub(super) use batch::batch;
-pub(super) use batches::batches;
+pub(super) use batches::{backlog, batches};
 pub(super) use item::item;
 pub(super) use layout::{error, page};
 
