@@ -24,22 +24,6 @@ on_both_backends!(
     the_dashboard_pause_and_resume_buttons_run_the_same_code,
 );
 
-/// Runs the real `payrun` binary on the test's database; returns (exit code, stdout, stderr).
-fn payrun(app: &TestApp, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
-        .args(args)
-        .current_dir(app.dir.path())
-        .env("PAYRUN_DATABASE_URL", &app.db_url)
-        .env("RUST_LOG", "payrun=warn")
-        .output()
-        .expect("run payrun");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `payrun status BATCH --json`, the batch's object.
 fn status_json(app: &TestApp, batch: BatchId) -> Value {
     let (code, out, err) = payrun(app, &["status", &batch.to_string(), "--json"]);

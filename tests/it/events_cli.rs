@@ -8,22 +8,6 @@ use crate::common::app::*;
 
 on_both_backends!(events_list_shows_a_batch_created_event_and_replay_refuses_an_unknown_id);
 
-/// Runs the real `payrun` binary on the test's database; returns (exit code, stdout, stderr).
-fn payrun(app: &TestApp, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
-        .args(args)
-        .current_dir(app.dir.path())
-        .env("PAYRUN_DATABASE_URL", &app.db_url)
-        .env("RUST_LOG", "payrun=warn")
-        .output()
-        .expect("run payrun");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn events_list_shows_a_batch_created_event_and_replay_refuses_an_unknown_id(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     app.known_payee("e1", "5550701").await;

@@ -12,22 +12,6 @@ on_both_backends!(
     the_report_csv_defuses_cells_a_spreadsheet_would_read_as_formulas,
 );
 
-/// Runs the real `payrun` binary on the test's database; returns (exit code, stdout, stderr).
-fn payrun(app: &TestApp, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrun"))
-        .args(args)
-        .current_dir(app.dir.path())
-        .env("PAYRUN_DATABASE_URL", &app.db_url)
-        .env("RUST_LOG", "payrun=warn")
-        .output()
-        .expect("run payrun");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 const UNSAFE: [char; 9] = [
     '\u{1b}', '\u{7}', '\u{9b}', '\u{202e}', '\u{202a}', '\u{2066}', '\u{200f}', '\u{61c}', '\r',
 ];
