@@ -50,12 +50,17 @@ const BUILTIN: &str = include_str!("../config/default.toml");
 pub struct DatabaseSettings {
     /// May hold the database password: `Debug` shows it masked (`secret::redact_url`).
     pub url: String,
+    /// The most connections one process keeps open (its pool's size). Every worker process
+    /// holds up to this many, so workers × this must stay under the server's
+    /// `max_connections` (PostgreSQL's default: 100) with room for operators' commands.
+    pub max_connections: std::num::NonZeroU32,
 }
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }

@@ -64,7 +64,8 @@ impl Ctx {
 
     pub async fn store(&self) -> anyhow::Result<Store> {
         // The error names the (redacted) URL itself; no context holds the raw one.
-        Ok(Store::connect(&self.settings.database.url).await?)
+        let db = &self.settings.database;
+        Ok(Store::connect_with(&db.url, db.max_connections.get()).await?)
     }
 
     pub fn queue(&self, store: &Store) -> Queue {

@@ -165,8 +165,10 @@ fn every_key_can_be_set_by_its_canonical_name() {
         ("PAYRUN_SCHEDULES_CATCH_UP", "false"),
         ("PAYRUN_SCHEDULES_DIR", "0"),
         ("PAYRUN_WORKER_POLL_CRON", "*/5 * * * * *"),
+        ("PAYRUN_DATABASE_MAX_CONNECTIONS", "6"),
     ])
     .unwrap();
+    assert_eq!(s.database.max_connections.get(), 6);
     assert_eq!(s.worker.backoff_max_secs, 9);
     assert_eq!(s.worker.poll_schedule_secs, vec![5, 10, 20]);
     assert_eq!(s.worker.onboarding_steps, vec!["compliance", "kyc"]);
@@ -177,6 +179,15 @@ fn every_key_can_be_set_by_its_canonical_name() {
     assert_eq!(s.limits.max_batch_cents, -1);
     assert!(!s.schedules.catch_up);
     assert_eq!(s.worker.poll_cron, "*/5 * * * * *");
+}
+
+#[test]
+fn a_pool_of_no_connections_is_refused_naming_its_variable() {
+    let e = with_env(&[("PAYRUN_DATABASE_MAX_CONNECTIONS", "0")]).unwrap_err();
+    assert!(
+        e.to_string().contains("PAYRUN_DATABASE_MAX_CONNECTIONS"),
+        "{e}"
+    );
 }
 
 #[test]

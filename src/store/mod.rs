@@ -138,16 +138,30 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Connections a process opens unless configured (`database.max_connections`).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// SQLite has one writer at a time: more pooled connections than this only queue on its lock
+/// (and each keeps its own page cache).
+const SQLITE_MAX_CONNECTIONS: u32 = 8;
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs both migration sets. A
     /// failure to connect is [`StoreError::Connect`]: its text never holds the password.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::open(url)
+        Store::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`Store::connect`] with a pool of at most `max_connections` (`database.max_connections`):
+    /// every worker process holds up to that many, and the server refuses clients past its own
+    /// limit, so the operator sizes it to the number of processes sharing the database.
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Store::open(url, max_connections.max(1))
             .await
             .map_err(|e| StoreError::connect(url, e))
     }
 
-    async fn open(url: &str) -> Result<Store, StoreError> {
+    async fn open(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -168,7 +182,7 @@ impl Store {
             // One process at a time creates, switches to WAL and migrates the file.
             let lock = migrate_lock::SetupLock::sqlite(opts.get_filename()).await?;
             let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+                .max_connections(max_connections.min(SQLITE_MAX_CONNECTIONS))
                 .connect_with(opts.clone())
                 .await?;
             let setup = Store {
@@ -179,7 +193,7 @@ impl Store {
             // 256 MB page cache, in-memory temp tables): no connection that ran it serves us.
             setup.close().await;
             let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+                .max_connections(max_connections.min(SQLITE_MAX_CONNECTIONS))
                 .connect_with(opts)
                 .await?;
             lock.release().await?;
@@ -189,7 +203,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(opts.clone())
                 .await?;

@@ -4,14 +4,18 @@
 //! nothing failed. Two variants share this code:
 //!
 //! - with kills: faults (5 % 5xx, 3 % commit-then-drop, 2 % 429 with Retry-After, 1 % 10-second
-//!   stalls) and a killer that SIGKILLs a random worker at random moments and restarts it; every
-//!   item ends terminal or waiting on its payee. Size: `PAYRUN_CHAOS_ITEMS` (default 2000) and
-//!   `PAYRUN_CHAOS_KILLS` (default 5).
+//!   stalls) and a killer that SIGKILLs a random worker at random moments and restarts it. Size:
+//!   `PAYRUN_CHAOS_ITEMS` (default 2000) and `PAYRUN_CHAOS_KILLS` (default 5).
 //! - without webhooks: payees finish their flows after 1 s and only polling finds out; 5 % 5xx.
 //!   Every item must be paid and complete within the deadline, so a poll that met a 5xx must be
 //!   retried within seconds. In CI a small run with a short first poll (`PAYRUN_CHAOS_POLL_ITEMS`,
 //!   default 200); the issue's full run (2,000 items, the shipped polling settings, 10 minutes)
 //!   is `#[ignore]`d: `cargo test --test it chaos::without_webhooks_2000 -- --ignored --nocapture`.
+//!
+//! Payees finish their flows a second after they are made, so in both variants every item must
+//! end completed before the workers are stopped. (Waiting only until each item was terminal or
+//! waiting on its payee raced: an item the poller moved from `onboarding` to `transferring`
+//! just after the check was then found unsettled once the workers had been stopped.)
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -97,6 +101,7 @@ async fn create_user(http: &reqwest::Client, base: &str, n: usize) -> String {
         {
             return v["id"].as_str().unwrap().to_string();
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("could not create user {n}");
 }
@@ -109,8 +114,6 @@ struct Variant {
     faults: &'static [&'static str],
     /// The `[worker]` section of the workers' config (empty: the shipped defaults).
     worker: &'static str,
-    /// Every item must be completed (paid, payee done), not only settled, by the deadline.
-    complete: bool,
     deadline: Duration,
 }
 
@@ -143,8 +146,9 @@ async fn three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_
             "0.01",
         ],
         worker: CHAOS_WORKER,
-        complete: false,
-        deadline: Duration::from_secs(600),
+        // A liveness bound, not a speed target: 280-430 s measured on this 2-core machine with
+        // the second chaos run and three compilers beside it.
+        deadline: Duration::from_secs(900),
     })
     .await;
 }
@@ -159,7 +163,6 @@ async fn without_webhooks_under_5xx_every_item_is_paid_and_complete_soon_after_i
         kills: 0,
         faults: &["--error-rate", "0.05"],
         worker: "poll_schedule_secs = [3, 300, 1800, 3600]\n",
-        complete: true,
         deadline: Duration::from_secs(120),
     })
     .await;
@@ -175,7 +178,6 @@ async fn without_webhooks_2000_items_under_5xx_are_all_paid_within_ten_minutes()
         kills: 0,
         faults: &["--error-rate", "0.05"],
         worker: "",
-        complete: true,
         deadline: Duration::from_secs(600),
     })
     .await;
@@ -196,6 +198,10 @@ async fn run(v: Variant) {
         &env.config,
         format!(
             r#"
+[database]
+# Two chaos runs share the test server with the rest of the suite: 3 workers x 8 connections
+# each keeps the pair well under PostgreSQL's default 100 clients (16 each did not).
+max_connections = 8
 [dots]
 timeout_secs = 3
 connect_timeout_secs = 2
@@ -224,10 +230,13 @@ approval_threshold_cents = 0
         .expect("simulator starts");
     let http = reqwest::Client::new();
     let ledger_url = format!("http://127.0.0.1:{port}/_sim/ledger");
-    for _ in 0..100 {
-        if http.get(&ledger_url).send().await.is_ok() {
-            break;
-        }
+    let up = Instant::now();
+    while http.get(&ledger_url).send().await.is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(30),
+            "the simulator did not start: {}",
+            std::fs::read_to_string(dir.path().join("sim.log")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -275,10 +284,10 @@ approval_threshold_cents = 0
         .parse()
         .unwrap();
 
-    // Three workers, and a killer.
+    // Three workers, and a killer. The test's own connection first: it only reads.
+    let store = Store::connect_with(&db_url, 2).await.unwrap();
     let started = Instant::now();
     let mut workers: Vec<Child> = (0..3).map(|n| env.worker(n, 0)).collect();
-    let store = Store::connect(&db_url).await.unwrap();
     let mut done_kills = 0;
     while done_kills < kills {
         let wait = rng.random_range(3000..12000);
@@ -290,8 +299,7 @@ approval_threshold_cents = 0
     }
     let killed_at = started.elapsed();
 
-    // Wait for every item to be terminal or waiting on its payee (or, when `complete`, done),
-    // counted from the workers' start.
+    // Wait for every item to be terminal, counted from the workers' start.
     let deadline = started + v.deadline;
     let mut paid_in = None;
     loop {
@@ -309,12 +317,7 @@ approval_threshold_cents = 0
         if paid == items as i64 && paid_in.is_none() {
             paid_in = Some(started.elapsed());
         }
-        let done = if v.complete {
-            counts.iter().all(|c| c.state.is_terminal())
-        } else {
-            counts.iter().all(|c| c.state.is_settled())
-        };
-        if done {
+        if counts.iter().all(|c| c.state.is_terminal()) {
             break;
         }
         if Instant::now() >= deadline {
@@ -341,7 +344,7 @@ approval_threshold_cents = 0
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let settled_in = started.elapsed();
+    let done_in = started.elapsed();
     for w in &workers {
         if let Some(pid) = w.id() {
             let _ = Command::new("kill")
@@ -368,10 +371,10 @@ approval_threshold_cents = 0
     let audit = compare(batch, &records, &seen);
     let counts = store.batch_counts(batch).await.unwrap();
     eprintln!(
-        "chaos: {items} items, {done_kills} kills (last at {:.1}s), all paid in {:.1}s, settled in {:.1}s; {} transfers; states {:?}; audit {:?}",
+        "chaos: {items} items, {done_kills} kills (last at {:.1}s), all paid in {:.1}s, all done in {:.1}s; {} transfers; states {:?}; audit {:?}",
         killed_at.as_secs_f64(),
         paid_in.map_or(f64::NAN, |d| d.as_secs_f64()),
-        settled_in.as_secs_f64(),
+        done_in.as_secs_f64(),
         ledger.transfers.len(),
         counts
             .iter()
@@ -395,7 +398,7 @@ approval_threshold_cents = 0
     assert_eq!(ledger.transfers.len(), paid, "one transfer per paid item");
     for r in &records {
         let s = r.state;
-        assert!(s.is_settled(), "{} is {}", r.payee_id, r.state);
+        assert!(s.is_terminal(), "{} is {}", r.payee_id, r.state);
         if s != payrun::item::ItemState::Failed {
             assert!(
                 r.transfer_id.is_some() || s == payrun::item::ItemState::Onboarding,
