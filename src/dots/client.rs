@@ -297,6 +297,56 @@ impl DotsClient {
         .await
     }
 
+    /// `POST /v2/transfer-batches`: many transfers in one call. The call as a whole fails or
+    /// succeeds like [`Self::create_transfer`] (an ambiguous failure means any of its transfers
+    /// may exist); a success may still carry per-item `error`s, each item's own outcome.
+    #[instrument(skip(self, req), fields(items = req.items.len(), key = ?req.idempotency_key), err(Display, level = "info"))]
+    pub async fn create_transfer_batch(
+        &self,
+        req: &CreateTransferBatch,
+    ) -> Result<TransferBatch, DotsError> {
+        self.call(
+            "POST /v2/transfer-batches",
+            Method::POST,
+            "/v2/transfer-batches",
+            &[],
+            Some(req),
+        )
+        .await
+    }
+
+    #[instrument(skip(self), err(Display, level = "info"))]
+    pub async fn get_transfer_batch(&self, id: Uuid) -> Result<TransferBatch, DotsError> {
+        self.call::<(), _>(
+            "GET /v2/transfer-batches/{id}",
+            Method::GET,
+            &format!("/v2/transfer-batches/{id}"),
+            &[],
+            None,
+        )
+        .await
+    }
+
+    /// One page of the App's transfer batches, newest first.
+    #[instrument(skip(self), err(Display, level = "info"))]
+    pub async fn list_transfer_batches_page(
+        &self,
+        starting_after: Option<Uuid>,
+    ) -> Result<Page<TransferBatch>, DotsError> {
+        let mut q = vec![("limit", "100".to_string())];
+        if let Some(c) = starting_after {
+            q.push(("starting_after", c.to_string()));
+        }
+        self.call::<(), _>(
+            "GET /v2/transfer-batches",
+            Method::GET,
+            "/v2/transfer-batches",
+            &q,
+            None,
+        )
+        .await
+    }
+
     /// `GET /v2/users/{id}`: the user, with their default payout method and auto payout.
     #[instrument(skip(self), err(Display, level = "info"))]
     pub async fn get_user(&self, id: Uuid) -> Result<User, DotsError> {

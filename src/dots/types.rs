@@ -127,6 +127,87 @@ impl Transfer {
     }
 }
 
+/// `POST /v2/transfer-batches` body: many App→user transfers in one call, each item with its
+/// own idempotency key (shared with single transfers: a key used in either is a duplicate in the
+/// other), and an optional key for the batch as a whole.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateTransferBatch {
+    pub items: Vec<TransferBatchItemRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// One item of a [`CreateTransferBatch`]: what a [`CreateTransfer`] would carry, the key
+/// required.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferBatchItemRequest {
+    pub amount: i64,
+    pub user_id: Uuid,
+    pub idempotency_key: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_exempt: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A transfer batch as Dots reports it (create, get and list answer the same shape).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferBatch {
+    pub id: Uuid,
+    /// `pending` or `completed` (see [`TransferBatchStatus`]).
+    pub status: String,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub items: Vec<TransferBatchItem>,
+}
+
+impl TransferBatch {
+    pub fn status_kind(&self) -> TransferBatchStatus {
+        TransferBatchStatus::parse(&self.status)
+    }
+}
+
+/// One item of a [`TransferBatch`]: the transfer it made (`transfer_id`), or why it made none
+/// (`error`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TransferBatchItem {
+    #[serde(default)]
+    pub transfer_id: Option<Uuid>,
+    #[serde(deserialize_with = "lenient_cents")]
+    pub amount: i64,
+    pub user_id: Uuid,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The item's key. Not in the spec's `transfer-batch-item`: read if present (the simulator
+    /// sends it), never relied on — items also answer in request order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Uuid>,
+}
+
+/// A transfer batch's `status`, as the spec lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferBatchStatus {
+    Pending,
+    Completed,
+    /// A value the spec does not list.
+    Unknown,
+}
+
+impl TransferBatchStatus {
+    pub fn parse(s: &str) -> TransferBatchStatus {
+        match s {
+            "pending" => TransferBatchStatus::Pending,
+            "completed" => TransferBatchStatus::Completed,
+            _ => TransferBatchStatus::Unknown,
+        }
+    }
+}
+
 /// `POST /v2/users` body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CreateUser {

@@ -1,5 +1,9 @@
 //! Behaviour of the Dots simulator over HTTP: auth, users, flows and simulated payees,
-//! transfers and idempotency, pagination, fault injection and the test hooks.
+//! transfers and idempotency, pagination, fault injection and the test hooks; transfer batches
+//! in `sim_api/batches.rs` and `sim_api/batch_lifecycle.rs`.
+
+mod batch_lifecycle;
+mod batches;
 
 use crate::common::{Api, id_of, start, user_body};
 use payrun::dots::sim::{DuplicateKeyMode, Fault, SimConfig};

@@ -1,5 +1,6 @@
 //! The simulator's responses checked against the official Dots OpenAPI spec
-//! (`../shared/dots/openapi-v2.yaml`, schemas `flow`, `transfer`, `user` and `app`).
+//! (`../shared/dots/openapi-v2.yaml`, schemas `flow`, `transfer`, `user` and `app`, and the
+//! inline answers of the `/v2/transfer-batches` operations).
 
 use crate::common::{Api, id_of, start};
 use jsonschema::{Draft, Validator};
@@ -8,13 +9,17 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-/// Load the spec's `components` and turn YAML into JSON Schema the validator accepts.
-fn components() -> Value {
+/// The whole spec, as JSON.
+fn spec() -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/dots/openapi-v2.yaml");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let spec: Value = serde_yaml::from_str(&text).expect("spec is YAML");
-    let mut components = spec["components"].clone();
+    serde_yaml::from_str(&text).expect("spec is YAML")
+}
+
+/// Load the spec's `components` and turn YAML into JSON Schema the validator accepts.
+fn components() -> Value {
+    let mut components = spec()["components"].clone();
     assert!(
         components["schemas"].is_object(),
         "spec has components.schemas"
@@ -54,6 +59,30 @@ fn validator(components: &Value, name: &str) -> Validator {
         .should_validate_formats(true)
         .build(&root)
         .unwrap_or_else(|e| panic!("schema {name} builds: {e}"))
+}
+
+/// A validator for the `200` answer of `method` on `path`, an inline schema whose `$ref`s
+/// resolve against the spec's components.
+fn response_validator(path: &str, method: &str) -> Validator {
+    let spec = spec();
+    let mut schema = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        ["schema"]
+        .clone();
+    assert!(schema.is_object(), "{method} {path} has a 200 JSON schema");
+    patch_null_types(&mut schema);
+    let Value::Object(mut root) = schema else {
+        unreachable!()
+    };
+    root.insert(
+        "$schema".into(),
+        json!("https://json-schema.org/draft/2020-12/schema"),
+    );
+    root.insert("components".into(), components());
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&Value::Object(root))
+        .unwrap_or_else(|e| panic!("schema of {method} {path} builds: {e}"))
 }
 
 fn assert_valid(v: &Validator, what: &str, instance: &Value) {
@@ -224,4 +253,47 @@ async fn the_app_matches_the_app_schema_and_its_wallet_follows_transfers_and_fun
     let mut broken = app.clone();
     broken["metrics"]["wallet_balance"] = json!(1376.55);
     assert!(!v.is_valid(&broken), "wallet_balance must be a string");
+}
+
+#[tokio::test]
+async fn transfer_batch_responses_match_the_transfer_batch_operations() {
+    let (api, user) = setup().await;
+    let item = |amount: i64, user: &str| {
+        json!({"amount": amount, "user_id": user, "idempotency_key": uuid::Uuid::new_v4(),
+               "metadata": {"row": amount}})
+    };
+    let body = json!({
+        "items": [item(-100, &user), item(-1, &uuid::Uuid::new_v4().to_string()), item(-200, &user)],
+        "idempotency_key": uuid::Uuid::new_v4(),
+        "metadata": {"chunk": 1},
+    });
+    let (status, made) = api.post("/v2/transfer-batches", body).await;
+    assert_eq!(status, 200, "{made}");
+    assert!(made["items"][1]["error"].is_string(), "{made}");
+    let create = response_validator("/v2/transfer-batches", "post");
+    assert_valid(&create, "POST /v2/transfer-batches", &made);
+    let (_, got) = api
+        .get(&format!("/v2/transfer-batches/{}", id_of(&made)))
+        .await;
+    assert_eq!(got, made);
+    let get = response_validator("/v2/transfer-batches/{transfer_batch_id}", "get");
+    assert_valid(&get, "GET /v2/transfer-batches/{id}", &got);
+    let (_, bare) = api
+        .post("/v2/transfer-batches", json!({"items": [item(-5, &user)]}))
+        .await;
+    assert_valid(&create, "POST /v2/transfer-batches without metadata", &bare);
+    let (_, page) = api.get("/v2/transfer-batches").await;
+    assert_eq!(items(&page).len(), 2);
+    let list = response_validator("/v2/transfer-batches", "get");
+    assert_valid(&list, "GET /v2/transfer-batches", &page);
+
+    let mut broken = made.clone();
+    broken["status"] = json!("processing");
+    assert!(!get.is_valid(&broken), "the status enum is checked");
+    let mut broken = made;
+    broken["items"][0]["transfer_id"] = json!(null);
+    assert!(
+        !get.is_valid(&broken),
+        "an absent transfer id is left out, not null"
+    );
 }

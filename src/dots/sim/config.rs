@@ -49,8 +49,12 @@ pub struct SimConfig {
     pub error_rate: f64,
     /// Per-endpoint error rates, keyed like `"POST /v2/transfers"`; override `error_rate`.
     pub error_rates: HashMap<String, f64>,
-    /// Share of `POST /v2/transfers` committed but whose response is lost.
+    /// Share of `POST /v2/transfers` and `POST /v2/transfer-batches` committed but whose
+    /// response is lost.
     pub drop_rate: f64,
+    /// A transfer batch and the transfers it made stay `pending` this long (sim clock), then
+    /// turn `completed`; 0 (the default): completed at once, as single transfers are.
+    pub transfer_batch_complete_after_secs: f64,
     /// Share of API requests answered 429 with `Retry-After`.
     pub throttle_rate: f64,
     /// Value of `Retry-After`, seconds.
@@ -99,6 +103,7 @@ impl Default for SimConfig {
             error_rate: 0.0,
             error_rates: HashMap::new(),
             drop_rate: 0.0,
+            transfer_batch_complete_after_secs: 0.0,
             throttle_rate: 0.0,
             retry_after_secs: 1,
             stall_rate: 0.0,

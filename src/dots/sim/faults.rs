@@ -14,6 +14,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The endpoints whose responses `drop_rate` loses after the commit: those that move money.
+const DROPPABLE: [&str; 2] = ["POST /v2/transfers", "POST /v2/transfer-batches"];
+
 /// What to do with one API request, decided before its handler runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
@@ -109,7 +112,7 @@ impl Faults {
                 post: Some(Fault::Stall(stall)),
             };
         }
-        if endpoint == "POST /v2/transfers" && hit(&mut rng, cfg.drop_rate) {
+        if DROPPABLE.contains(&endpoint) && hit(&mut rng, cfg.drop_rate) {
             return Plan::Run {
                 post: Some(Fault::Drop),
             };

@@ -1,4 +1,5 @@
-//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers, the App).
+//! Handlers of the simulated `/api/v2/...` endpoints (users, flows, transfers, transfer
+//! batches, the App).
 //!
 //! Guarantees: objects are rendered by `wire` (the spec's schemas); errors are
 //! `{"message", "error_code"}` with a 4xx status.
@@ -7,8 +8,8 @@ use super::Sim;
 use super::paging::{PageQuery, paginate};
 use super::state::TransferOutcome;
 use super::validate::{self, ApiError};
-use super::wire::{app_json, flow_json, page_json, transfer_json, user_json};
-use crate::dots::types::{Transfer, parse_time};
+use super::wire::{app_json, flow_json, page_json, transfer_batch_json, transfer_json, user_json};
+use crate::dots::types::{Page, Transfer, parse_time};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -114,7 +115,7 @@ pub async fn get_transfer(
 ) -> Result<Response, ApiError> {
     let tid = parse_id(&id, "no-such-transfer", "transfer")?;
     let t = sim
-        .lock()
+        .settled()
         .transfer(tid)
         .ok_or_else(|| ApiError::new(404, "no-such-transfer", format!("no transfer {id}")))?;
     Ok(Json(transfer_json(&t, sim.config().amounts_as_strings)).into_response())
@@ -146,7 +147,7 @@ pub async fn list_transfers(
     let (start, end) = (date("start_date")?, date("end_date")?);
     let status = q.get("status");
     let kind = q.get("type");
-    let transfers = sim.lock().transfers(oldest_first);
+    let transfers = sim.settled().transfers(oldest_first);
     let keep = |t: &Transfer| {
         user_id.is_none_or(|u| t.user_id == u)
             && status.is_none_or(|s| &t.status == s)
@@ -157,6 +158,59 @@ pub async fn list_transfers(
     let page = paginate(transfers, |t| t.id, keep, &pq)?;
     let as_string = sim.config().amounts_as_strings;
     Ok(Json(page_json(page, |t| transfer_json(t, as_string))).into_response())
+}
+
+/// `POST /v2/transfer-batches`: every item applied as a single transfer would be (see
+/// `state/batches.rs`); `200` with the batch, items in request order.
+pub async fn create_transfer_batch(
+    State(sim): State<Sim>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req = validate::transfer_batch_request(&body)?;
+    let now = sim.clock().now();
+    let batch = {
+        let mut st = sim.settled();
+        st.create_transfer_batch(req, sim.config(), now)?
+    };
+    Ok(Json(transfer_batch_json(&batch, sim.config().amounts_as_strings)).into_response())
+}
+
+pub async fn get_transfer_batch(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let no_such = || {
+        ApiError::new(
+            404,
+            "no-such-transfer-batch",
+            format!("no transfer batch {id}"),
+        )
+    };
+    let bid = Uuid::parse_str(&id).map_err(|_| no_such())?;
+    let batch = sim.settled().transfer_batch(bid).ok_or_else(no_such)?;
+    Ok(Json(transfer_batch_json(&batch, sim.config().amounts_as_strings)).into_response())
+}
+
+/// `GET /v2/transfer-batches`: newest first. Only the page's batches are copied out.
+pub async fn list_transfer_batches(
+    State(sim): State<Sim>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
+    let pq = PageQuery::parse(&q)?;
+    let page = {
+        let st = sim.settled();
+        let ids = paginate(st.transfer_batch_ids(), |id| *id, |_| true, &pq)?;
+        Page {
+            data: ids
+                .data
+                .iter()
+                .filter_map(|id| st.transfer_batch(*id))
+                .collect(),
+            has_more: ids.has_more,
+        }
+    };
+    let as_string = sim.config().amounts_as_strings;
+    Ok(Json(page_json(page, |b| transfer_batch_json(b, as_string))).into_response())
 }
 
 /// `GET /v2/apps/{app_id}`: the simulated App, or 404 for any other id.

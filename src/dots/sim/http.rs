@@ -12,7 +12,7 @@ use super::validate::{ApiError, json_object};
 use super::{handlers, wire};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +29,10 @@ impl IntoResponse for ApiError {
         (status, axum::Json(self.body())).into_response()
     }
 }
+
+/// The largest `POST /v2/transfer-batches` body accepted: 5,000 items with room for metadata
+/// (other routes keep axum's 2 MB).
+const BATCH_BODY_LIMIT: usize = 16 << 20;
 
 pub fn router(sim: Sim) -> Router {
     let api = Router::new()
@@ -50,6 +54,16 @@ pub fn router(sim: Sim) -> Router {
             post(handlers::create_transfer).get(handlers::list_transfers),
         )
         .route("/v2/transfers/{id}", get(handlers::get_transfer))
+        .route(
+            "/v2/transfer-batches",
+            post(handlers::create_transfer_batch)
+                .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT))
+                .get(handlers::list_transfer_batches),
+        )
+        .route(
+            "/v2/transfer-batches/{id}",
+            get(handlers::get_transfer_batch),
+        )
         .route("/v2/apps/{app_id}", get(handlers::get_app))
         .route_layer(middleware::from_fn_with_state(sim.clone(), gate))
         .fallback(|| async { ApiError::new(404, "not-found", "no such API route") });

@@ -2,8 +2,9 @@
 //! the tests and the benchmarks. It shares only `dots::types` and `webhook::verify` (to sign
 //! webhooks) with the rest of payrun.
 //!
-//! What it owns: users and wallets, flows with simulated payees, balance transfers, idempotency
-//! keys (24 h on the sim clock), the App and its wallet (`GET /v2/apps/{app_id}`, funded by
+//! What it owns: users and wallets, flows with simulated payees, balance transfers, transfer
+//! batches (`POST`/`GET /v2/transfer-batches`, `state/batches.rs`), idempotency keys (24 h on
+//! the sim clock, one store for single transfers and batch items), the App and its wallet (`GET /v2/apps/{app_id}`, funded by
 //! `POST /_sim/fund`), users' default payout method and auto payout (`PATCH /v2/users/{id}`,
 //! `Sim::set_auto_payout`; rendered by `GET /v2/users/{id}`), transfers held `pending` for a
 //! user until released (`Sim::hold_transfers` / `release_transfers`), and fault injection (rate limit, injected and
@@ -16,6 +17,16 @@
 //!   `Fault::Stall` act after the operation has committed.
 //! - Each operation is atomic under one lock; money is conserved between the App wallet and the
 //!   user wallets.
+//! - A transfer batch is one such operation and every fault applies to the call as a whole: a
+//!   429/5xx makes none of its transfers, a drop or stall comes after all of them are made.
+//!   Each item is made exactly as a single transfer (same checks, same idempotency store, same
+//!   `transfer.*` webhooks, same `/_sim/ledger` rows); an item that cannot be made gets
+//!   `items[].error` (`duplicate idempotency key: <key>`, `User not found: <user_id>`,
+//!   `transaction-insufficient-funds`) and no transfer, the others go through; a repeated batch
+//!   key is refused like a repeated single-transfer key (409), nothing applied. Answers list
+//!   items in request order, each with its `idempotency_key` (an extension to the spec's item).
+//!   A batch is `pending` for `transfer_batch_complete_after_secs` on the sim clock (0: done at
+//!   once), then `completed` with its transfers.
 //! - Payees are simulated lazily when flows are read. Only with `webhook_url` set does `spawn`
 //!   start background tasks (both stop with the handle): the webhook sender (`webhooks.rs`:
 //!   `flow.updated`, `transfer.updated`, `transfer.completed`, Svix-signed, redelivered with the
@@ -39,7 +50,8 @@ mod wire;
 
 pub use clock::SimClock;
 pub use config::{DEFAULT_APP_ID, DEFAULT_RETRY_DELAYS_MS, DuplicateKeyMode, Fault, SimConfig};
-pub use validate::ApiError;
+pub use state::{ITEM_DUPLICATE_KEY, ITEM_INSUFFICIENT_FUNDS, ITEM_UNKNOWN_USER};
+pub use validate::{ApiError, MAX_BATCH_ITEMS};
 pub use webhooks::{DEFAULT_WEBHOOK_SECRET, DeliveryRecord, DeliveryStatus};
 pub use wire::{Ledger, LedgerTransfer, LedgerUser};
 
@@ -216,6 +228,15 @@ impl Sim {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, state::State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, with every transfer batch due on the sim clock completed first: what reads of
+    /// transfers and batches use.
+    fn settled(&self) -> std::sync::MutexGuard<'_, state::State> {
+        let now = self.clock().now();
+        let mut st = self.lock();
+        st.settle_batches(now);
+        st
     }
 
     fn host(&self) -> &str {

@@ -1,5 +1,6 @@
-//! The simulator's business state: users and their wallets, flows, transfers, idempotency keys
-//! and the App wallet, plus the lazy payee simulation.
+//! The simulator's business state: users and their wallets, flows, transfers (`transfers.rs`),
+//! transfer batches (`batches.rs`), idempotency keys and the App wallet, plus the lazy payee
+//! simulation and held transfers (`auto_payout.rs`).
 //!
 //! Guarantees: callers hold one mutex around `State` for a whole operation, so each operation is
 //! atomic (a transfer is checked, committed and its key recorded in one step; no double create
@@ -9,17 +10,21 @@
 //! onboarded as a new user if the flow had none). With webhooks on, every flow a payee finishes
 //! and every transfer created is announced once through the `Notifier` (never blocking).
 
-use super::config::{DuplicateKeyMode, SimConfig};
+use super::config::SimConfig;
 use super::validate::ApiError;
 use super::webhooks::{Notifier, SimEvent};
 use super::wire::{AppFigures, FlowRequest, LedgerTransfer, LedgerUser, onboarded_metadata};
-use crate::dots::types::{CreateTransfer, CreateUser, Flow, PhoneNumber, Transfer, User, Wallet};
+use crate::dots::types::{CreateUser, Flow, PhoneNumber, Transfer, User, Wallet};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 mod auto_payout;
+mod batches;
+mod transfers;
+
+pub use batches::{ITEM_DUPLICATE_KEY, ITEM_INSUFFICIENT_FUNDS, ITEM_UNKNOWN_USER};
 
 /// How long an idempotency key is remembered, on the sim clock.
 pub const KEY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
@@ -61,6 +66,8 @@ pub struct State {
     events: Option<Notifier>,
     /// Users whose new transfers stay `pending` (`auto_payout.rs`).
     held_users: HashSet<Uuid>,
+    /// Transfer batches (`batches.rs`).
+    batches: batches::Batches,
 }
 
 impl State {
@@ -78,6 +85,7 @@ impl State {
             seq: 0,
             events,
             held_users: HashSet::new(),
+            batches: batches::Batches::default(),
         }
     }
 
@@ -174,8 +182,9 @@ impl State {
         Some(self.flows[i].flow.clone())
     }
 
-    /// Let every due payee finish their flow.
+    /// Let every due payee finish their flow (and every due transfer batch complete).
     pub fn settle_due(&mut self, cfg: &SimConfig, now: DateTime<Utc>) {
+        self.settle_batches(now);
         for i in 0..self.flows.len() {
             self.settle(i, cfg, now);
         }
@@ -230,89 +239,6 @@ impl State {
         })
     }
 
-    /// Check, commit and record one transfer, atomically (the caller holds the state lock).
-    pub fn create_transfer(
-        &mut self,
-        req: CreateTransfer,
-        cfg: &SimConfig,
-        now: DateTime<Utc>,
-    ) -> Result<TransferOutcome, ApiError> {
-        if let Some(key) = req.idempotency_key
-            && let Some(seen) = self.keys.get(&key)
-            && now - seen.first_seen < KEY_WINDOW
-        {
-            return match cfg.duplicate_key_mode {
-                DuplicateKeyMode::Reject => Err(ApiError::new(
-                    409,
-                    "duplicate-idempotency-key",
-                    format!("a transfer with idempotency_key {key} already exists"),
-                )),
-                DuplicateKeyMode::Replay => {
-                    let rec = &self.transfers[self.transfer_idx[&seen.transfer_id]];
-                    Ok(TransferOutcome::Replayed(rec.transfer.clone()))
-                }
-            };
-        }
-        let Some(&ui) = self.user_idx.get(&req.user_id) else {
-            return Err(ApiError::invalid(format!(
-                "user not found: {}",
-                req.user_id
-            )));
-        };
-        let moved = req.amount.unsigned_abs() as i64;
-        let short = if req.amount < 0 {
-            self.app_wallet < moved
-        } else {
-            self.users[ui].wallet.amount < moved
-        };
-        if short {
-            let payer = if req.amount < 0 {
-                "App wallet"
-            } else {
-                "user wallet"
-            };
-            return Err(ApiError::new(
-                400,
-                "transaction-insufficient-funds",
-                format!("{payer} balance is below {moved} cents"),
-            ));
-        }
-        let delta = -req.amount; // what the user gains
-        self.app_wallet -= delta;
-        let wallet = &mut self.users[ui].wallet;
-        wallet.amount += delta;
-        wallet.withdrawable_amount += delta;
-        let transfer = Transfer {
-            id: Uuid::new_v4(),
-            created: now,
-            user_id: req.user_id,
-            status: self.new_transfer_status(req.user_id).to_string(),
-            kind: Some("balance".to_string()),
-            amount: req.amount,
-            metadata: req.metadata,
-        };
-        if let Some(key) = req.idempotency_key {
-            self.keys.insert(
-                key,
-                KeyRec {
-                    first_seen: now,
-                    transfer_id: transfer.id,
-                },
-            );
-        }
-        let seq = self.next_seq();
-        self.transfer_idx.insert(transfer.id, self.transfers.len());
-        self.transfers.push(TransferRec {
-            transfer: transfer.clone(),
-            key: req.idempotency_key,
-            seq,
-        });
-        if let Some(events) = &self.events {
-            events.send(SimEvent::TransferCreated(transfer.clone()));
-        }
-        Ok(TransferOutcome::Created(transfer))
-    }
-
     /// Adds `cents` to the App wallet (a deposit, as `POST /_sim/fund`); the new balance.
     pub fn fund(&mut self, cents: i64) -> i64 {
         self.app_wallet = self.app_wallet.saturating_add(cents);
@@ -333,22 +259,6 @@ impl State {
             money_out_cents: money_out,
             users: self.users.len() as i64,
         }
-    }
-
-    pub fn transfer(&self, id: Uuid) -> Option<Transfer> {
-        self.transfer_idx
-            .get(&id)
-            .map(|&i| self.transfers[i].transfer.clone())
-    }
-
-    /// All transfers, oldest first (created, then creation order) or newest first.
-    pub fn transfers(&self, oldest_first: bool) -> Vec<Transfer> {
-        let mut recs: Vec<&TransferRec> = self.transfers.iter().collect();
-        recs.sort_by_key(|r| (r.transfer.created, r.seq));
-        if !oldest_first {
-            recs.reverse();
-        }
-        recs.into_iter().map(|r| r.transfer.clone()).collect()
     }
 
     /// Ledger rows: transfers in creation order, users in creation order, the App balance.

@@ -5,7 +5,9 @@
 //! never leaves a trace.
 
 use super::wire::FlowRequest;
-use crate::dots::types::{CreateTransfer, CreateUser, STEP_NAMES};
+use crate::dots::types::{
+    CreateTransfer, CreateTransferBatch, CreateUser, STEP_NAMES, TransferBatchItemRequest,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -199,6 +201,73 @@ pub fn flow_request(body: &[u8]) -> Result<FlowRequest, ApiError> {
 /// UUID `idempotency_key`.
 pub fn transfer_request(body: &[u8]) -> Result<CreateTransfer, ApiError> {
     let obj = json_object(body)?;
+    Ok(CreateTransfer {
+        amount: amount(&obj)?,
+        user_id: required_uuid(&obj, "user_id")?,
+        idempotency_key: optional_uuid(&obj, "idempotency_key")?,
+        metadata: metadata(&obj)?,
+    })
+}
+
+/// The most items one transfer batch may hold.
+pub const MAX_BATCH_ITEMS: usize = 5000;
+
+/// Validate a `POST /v2/transfer-batches` body: 1 to [`MAX_BATCH_ITEMS`] items, each checked as
+/// a single transfer's body with `idempotency_key` required and `tax_exempt` a boolean if
+/// given; no two items with one key; optional batch `idempotency_key` and `metadata`. A
+/// rejection names the item: `items[3].amount must not be 0`.
+pub fn transfer_batch_request(body: &[u8]) -> Result<CreateTransferBatch, ApiError> {
+    let obj = json_object(body)?;
+    let raw = match obj.get("items") {
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(ApiError::invalid("items must be an array")),
+        None => return Err(ApiError::invalid("items is required")),
+    };
+    if !(1..=MAX_BATCH_ITEMS).contains(&raw.len()) {
+        return Err(ApiError::invalid(format!(
+            "items must hold 1 to {MAX_BATCH_ITEMS} transfers, not {}",
+            raw.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(raw.len());
+    let mut seen = std::collections::HashMap::with_capacity(raw.len());
+    for (i, v) in raw.iter().enumerate() {
+        let item =
+            batch_item(v).map_err(|e| ApiError::invalid(format!("items[{i}].{}", e.message)))?;
+        if let Some(first) = seen.insert(item.idempotency_key, i) {
+            return Err(ApiError::invalid(format!(
+                "items[{i}].idempotency_key repeats items[{first}].idempotency_key"
+            )));
+        }
+        items.push(item);
+    }
+    Ok(CreateTransferBatch {
+        items,
+        idempotency_key: optional_uuid(&obj, "idempotency_key")?,
+        metadata: metadata(&obj)?,
+    })
+}
+
+fn batch_item(v: &Value) -> Result<TransferBatchItemRequest, ApiError> {
+    let Value::Object(obj) = v else {
+        return Err(ApiError::invalid("item must be an object"));
+    };
+    let tax_exempt = match obj.get("tax_exempt") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(ApiError::invalid("tax_exempt must be a boolean")),
+    };
+    Ok(TransferBatchItemRequest {
+        amount: amount(obj)?,
+        user_id: required_uuid(obj, "user_id")?,
+        idempotency_key: required_uuid(obj, "idempotency_key")?,
+        tax_exempt,
+        metadata: metadata(obj)?,
+    })
+}
+
+/// `amount`: an integer number of cents other than 0.
+fn amount(obj: &serde_json::Map<String, Value>) -> Result<i64, ApiError> {
     let amount = match obj.get("amount") {
         Some(Value::Number(n)) => n
             .as_i64()
@@ -209,14 +278,11 @@ pub fn transfer_request(body: &[u8]) -> Result<CreateTransfer, ApiError> {
     if amount == 0 {
         return Err(ApiError::invalid("amount must not be 0"));
     }
-    let user_id =
-        optional_uuid(&obj, "user_id")?.ok_or_else(|| ApiError::invalid("user_id is required"))?;
-    Ok(CreateTransfer {
-        amount,
-        user_id,
-        idempotency_key: optional_uuid(&obj, "idempotency_key")?,
-        metadata: metadata(&obj)?,
-    })
+    Ok(amount)
+}
+
+fn required_uuid(obj: &serde_json::Map<String, Value>, field: &str) -> Result<Uuid, ApiError> {
+    optional_uuid(obj, field)?.ok_or_else(|| ApiError::invalid(format!("{field} is required")))
 }
 
 #[cfg(test)]
@@ -256,5 +322,45 @@ mod tests {
                 .message
                 .contains("idempotency_key")
         );
+    }
+
+    #[test]
+    fn a_transfer_batch_body_names_the_bad_item_and_field() {
+        let uid = Uuid::new_v4();
+        let (k1, k2) = (Uuid::new_v4(), Uuid::new_v4());
+        let item = |amount: &str, key: Uuid| {
+            format!(r#"{{"amount":{amount},"user_id":"{uid}","idempotency_key":"{key}"}}"#)
+        };
+        let body = |items: &[String]| format!(r#"{{"items":[{}]}}"#, items.join(","));
+        let ok = transfer_batch_request(body(&[item("-5", k1), item("-6", k2)]).as_bytes());
+        assert_eq!(ok.unwrap().items[1].idempotency_key, k2);
+        for (bad, says) in [
+            (body(&[]), "items must hold 1 to 5000"),
+            (
+                body(&[item("-5", k1), item("0", k2)]),
+                "items[1].amount must not be 0",
+            ),
+            (
+                body(&[item("-5", k1), item("-6", k1)]),
+                "items[1].idempotency_key repeats items[0]",
+            ),
+            (
+                format!(r#"{{"items":[{{"amount":-5,"user_id":"{uid}"}}]}}"#),
+                "items[0].idempotency_key is required",
+            ),
+            (
+                format!(
+                    r#"{{"items":[{{"amount":-5,"user_id":"{uid}","idempotency_key":"{k1}","tax_exempt":"no"}}]}}"#
+                ),
+                "items[0].tax_exempt",
+            ),
+            (r#"{"items":{}}"#.to_string(), "items must be an array"),
+        ] {
+            let err = transfer_batch_request(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.code, "invalid-input", "{bad}");
+            assert!(err.message.contains(says), "{bad}: {}", err.message);
+        }
+        let many: Vec<String> = (0..5001).map(|_| item("-1", Uuid::new_v4())).collect();
+        assert!(transfer_batch_request(body(&many).as_bytes()).is_err());
     }
 }

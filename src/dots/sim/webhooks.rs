@@ -42,8 +42,11 @@ pub const DEFAULT_WEBHOOK_SECRET: &str = "whsec_cGF5cnVuLXNpbS13ZWJob29rLXNlY3Jl
 pub enum SimEvent {
     /// A payee completed the flow's steps.
     FlowUpdated(Uuid),
-    /// A transfer was created (it is born terminal in the simulator).
+    /// A transfer was created (born `completed`, or `pending` for a held user or a transfer
+    /// batch that completes later).
     TransferCreated(Transfer),
+    /// A transfer batch completed, and with it this transfer, pending until now.
+    TransferCompleted(Transfer),
 }
 
 /// Where `state` sends events; cloning shares the queue.
@@ -229,7 +232,7 @@ async fn dispatch(sim: Sim, mut rx: UnboundedReceiver<SimEvent>) {
             SimEvent::FlowUpdated(flow_id) => {
                 vec![outbox.message("flow.updated", flow_updated_webhook(flow_id))]
             }
-            SimEvent::TransferCreated(t) => {
+            SimEvent::TransferCreated(t) | SimEvent::TransferCompleted(t) => {
                 let terminal = format!("transfer.{}", t.status);
                 let mut m =
                     vec![outbox.message("transfer.updated", transfer_updated_webhook(t.id))];

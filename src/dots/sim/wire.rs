@@ -1,5 +1,5 @@
 //! Every JSON shape the simulator reads or writes, in one place: the API objects as Dots shows
-//! them (`user`, `flow`, `transfer`, list pages, the `{"message", "error_code"}` error), the
+//! them (`user`, `flow`, `transfer`, transfer batch, list pages, the `{"message", "error_code"}` error), the
 //! validated `POST /v2/flows` body, the webhook bodies, and the `/_sim/...` test-hook answers
 //! (ledger, clock, fund). The wire types shared with the client live in `dots::types`; this module
 //! adds only what the simulator alone renders. It imports no other simulator module.
@@ -9,7 +9,7 @@
 //! without `null`, like `default_payout_method`, are left out rather than sent as null);
 //! timestamps are RFC 3339 with `Z`.
 
-use crate::dots::types::{Flow, Page, Transfer, User, Wallet};
+use crate::dots::types::{Flow, Page, Transfer, TransferBatch, User, Wallet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -49,6 +49,32 @@ pub fn transfer_json(t: &Transfer, as_string: bool) -> Value {
         v["amount"] = Value::String(t.amount.to_string());
     }
     v
+}
+
+/// A transfer batch as the API shows it (the spec's create/get answer: `id`, `status`,
+/// `metadata`, `items` of `transfer-batch-item`). Absent values are left out, not sent as null
+/// (the spec types `transfer_id`, `error` and `metadata` without null): an item has either
+/// `transfer_id` or `error`. Each item also carries its `idempotency_key`, which the spec's
+/// item does not list (a lenient extension; items answer in request order too). Item amounts
+/// are strings when `as_string` is set.
+pub fn transfer_batch_json(b: &TransferBatch, as_string: bool) -> Value {
+    let mut v = serde_json::to_value(b).expect("transfer batch serializes");
+    drop_nulls(&mut v);
+    if let Some(items) = v["items"].as_array_mut() {
+        for (item, it) in items.iter_mut().zip(&b.items) {
+            drop_nulls(item);
+            if as_string {
+                item["amount"] = Value::String(it.amount.to_string());
+            }
+        }
+    }
+    v
+}
+
+fn drop_nulls(v: &mut Value) {
+    if let Value::Object(map) = v {
+        map.retain(|_, field| !field.is_null());
+    }
 }
 
 /// The App's figures the simulator holds (cents), rendered by [`app_json`].
