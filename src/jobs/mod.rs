@@ -11,6 +11,8 @@
 //! scheduled by us, not by apalis, so backoff with jitter and `Retry-After` are honoured
 //! (apalis' `RetryAfterError` ignores its delay; see shared/apalis-1.0-notes.md).
 
+pub mod chunk;
+pub mod chunk_plan;
 pub mod circuit;
 pub mod feed;
 mod flows;
@@ -163,6 +165,9 @@ pub struct Engine {
     pub reminders: Arc<crate::config::ReminderSettings>,
     /// The deliverer of outbound events (`jobs::outbound`), when endpoints are configured.
     pub outbound: Option<Arc<outbound::Outbound>>,
+    /// One transfer call per item, or first transfers in chunks (`jobs::chunk`); single unless
+    /// set with [`Engine::with_transfers`].
+    pub transfers: chunk::Transfers,
 }
 
 impl Engine {
@@ -181,6 +186,7 @@ impl Engine {
             funds: Arc::default(),
             reminders: Arc::default(),
             outbound: None,
+            transfers: chunk::Transfers::default(),
             settings: Arc::new(settings),
         }
     }
@@ -356,6 +362,11 @@ impl Engine {
                 return Ok(wait);
             }
             if item.transfer_key.is_none() && item.transfer_id.is_none() {
+                if self.chunked() {
+                    // Batch mode: the chunker sends it with the batch's other ready items
+                    // (`jobs::chunk`); it finds it by its state (`items_chunkable`).
+                    return Ok(Step::done(Next::Idle));
+                }
                 return self.first_transfer(item, user).await;
             }
             // An earlier attempt is on record (a rerun): `transfer` reconciles it first.
