@@ -515,7 +515,7 @@ impl Engine {
             next_attempt_at: at,
             failed_at: charged.then_some(now),
             keep_open: false,
-            kind: if charged { "transfer_error" } else { "held" },
+            kind: "transfer_error",
             detail: format!("{}: transfer batch: {err}", outcome.as_str()),
         };
         let out = ChunkOutcome {

@@ -263,12 +263,18 @@ impl Store {
              ORDER BY created_at LIMIT $2")
             .bind(FED_ALL).bind(limit).fetch_all(p).await?);
         let mut ids = walk;
-        // The distinct batches of `items_chunkable`, one index probe each.
+        // The distinct batches of `items_chunkable` with an item a chunk can take (its payee's
+        // Dots user known), approved and not paused: one probe of the index each.
         let mut after = String::new();
         for _ in 0..limit {
             let next: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
-                "SELECT batch_id FROM items WHERE state = 'pending' AND transfer_key IS NULL
-                   AND next_attempt_at > 0 AND batch_id > $1 ORDER BY batch_id LIMIT 1")
+                "SELECT i.batch_id FROM items i
+                   JOIN batches b ON b.id = i.batch_id
+                   LEFT JOIN payees p ON p.payee_id = i.payee_id
+                 WHERE i.state = 'pending' AND i.transfer_key IS NULL AND i.next_attempt_at > 0
+                   AND i.batch_id > $1 AND b.status = 'approved' AND b.paused_at IS NULL
+                   AND (i.dots_user_id IS NOT NULL OR p.dots_user_id IS NOT NULL)
+                 ORDER BY i.batch_id LIMIT 1")
                 .bind(&after).fetch_optional(p).await?);
             let Some(b) = next else { break };
             if !ids.contains(&b) {
