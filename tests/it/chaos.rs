@@ -12,6 +12,10 @@
 //!   retried within seconds. In CI a small run with a short first poll (`PAYRUN_CHAOS_POLL_ITEMS`,
 //!   default 200); the issue's full run (2,000 items, the shipped polling settings, 10 minutes)
 //!   is `#[ignore]`d: `cargo test --test it chaos::without_webhooks_2000 -- --ignored --nocapture`.
+//! - batch mode (`dots.transfer_mode = "batch"`, chunks of 100): the kills and faults of the
+//!   first variant, with first transfers sent in chunks through `POST /v2/transfer-batches`, so
+//!   a kill lands between a chunk's intent and its outcome and whole chunks' answers are
+//!   dropped. Size: `PAYRUN_CHAOS_BATCH_ITEMS` (default 500) and `PAYRUN_CHAOS_KILLS`.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -109,6 +113,8 @@ struct Variant {
     faults: &'static [&'static str],
     /// The `[worker]` section of the workers' config (empty: the shipped defaults).
     worker: &'static str,
+    /// More of the `[dots]` section (e.g. `transfer_mode`).
+    dots: &'static str,
     /// Every item must be completed (paid, payee done), not only settled, by the deadline.
     complete: bool,
     deadline: Duration,
@@ -143,6 +149,33 @@ async fn three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_
             "0.01",
         ],
         worker: CHAOS_WORKER,
+        dots: "",
+        complete: false,
+        deadline: Duration::from_secs(600),
+    })
+    .await;
+}
+
+/// The first variant in batch mode: chunks of 100 items, faults on every call (a chunk's
+/// answer dropped after Dots made it, stalls past the timeout, 5xx, 429) and random SIGKILLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_batch_mode_three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_once()
+{
+    run(Variant {
+        items: env_or("PAYRUN_CHAOS_BATCH_ITEMS", 500),
+        kills: env_or("PAYRUN_CHAOS_KILLS", 5),
+        faults: &[
+            "--error-rate",
+            "0.05",
+            "--drop-rate",
+            "0.03",
+            "--throttle-rate",
+            "0.02",
+            "--stall-rate",
+            "0.01",
+        ],
+        worker: CHAOS_WORKER,
+        dots: "transfer_mode = \"batch\"\ntransfer_batch_size = 100\n",
         complete: false,
         deadline: Duration::from_secs(600),
     })
@@ -159,6 +192,7 @@ async fn without_webhooks_under_5xx_every_item_is_paid_and_complete_soon_after_i
         kills: 0,
         faults: &["--error-rate", "0.05"],
         worker: "poll_schedule_secs = [3, 300, 1800, 3600]\n",
+        dots: "",
         complete: true,
         deadline: Duration::from_secs(120),
     })
@@ -175,6 +209,7 @@ async fn without_webhooks_2000_items_under_5xx_are_all_paid_within_ten_minutes()
         kills: 0,
         faults: &["--error-rate", "0.05"],
         worker: "",
+        dots: "",
         complete: true,
         deadline: Duration::from_secs(600),
     })
@@ -199,6 +234,7 @@ async fn run(v: Variant) {
 [dots]
 timeout_secs = 3
 connect_timeout_secs = 2
+{}
 [worker]
 {}
 [limits]
@@ -206,7 +242,7 @@ max_item_cents = 0
 max_batch_cents = 0
 approval_threshold_cents = 0
 "#,
-            v.worker
+            v.dots, v.worker
         ),
     )
     .unwrap();
@@ -386,6 +422,21 @@ approval_threshold_cents = 0
         ),
     );
     assert!(audit.ok(), "audit failed: {audit:?}");
+    if v.dots.contains("batch") {
+        // First transfers went in chunks.
+        let chunks = store.batch_chunks(batch).await.unwrap();
+        let done = chunks
+            .iter()
+            .filter(|c| c.state == payrun::batch::ChunkState::Done)
+            .count();
+        eprintln!(
+            "chunks: {} ({done} done, {} items in them, {} calls)",
+            chunks.len(),
+            chunks.iter().map(|c| c.items).sum::<i64>(),
+            chunks.iter().map(|c| c.sends).sum::<i64>()
+        );
+        assert!(done > 0, "no chunk was answered: {chunks:?}");
+    }
     assert_eq!(
         ledger.transfers.len(),
         audit.transfers,
