@@ -27,6 +27,7 @@ on_both_backends!(
     items_whose_keys_were_used_in_single_mode_are_not_paid_twice_in_batch_mode,
     a_paused_batch_sends_no_chunk_until_resumed,
     the_schema_refuses_unknown_chunk_states,
+    a_chunk_left_open_by_a_dead_chunker_is_taken_over_and_finished_with_one_look,
     a_worker_killed_during_a_chunks_call_pays_each_item_once_after_restart,
 );
 
@@ -472,6 +473,97 @@ async fn the_schema_refuses_unknown_chunk_states(b: Backend) {
     for s in ChunkState::ALL {
         try_exec(&app, &set(s.as_str())).await.unwrap();
         assert_eq!(app.store.chunk(chunk).await.unwrap().unwrap().state, s);
+    }
+}
+
+/// A chunker died after its chunk's intent (its call made, or never sent): once the chunk has
+/// not been renewed for a lease, another chunker takes it over, looks for its transfer batch
+/// with one call and finishes it — found: recorded; not found: the same request again.
+async fn a_chunk_left_open_by_a_dead_chunker_is_taken_over_and_finished_with_one_look(b: Backend) {
+    for call_made in [true, false] {
+        let mut app = spawn_app(b, quiet_sim()).await;
+        batch_mode(&mut app, 50);
+        let batch = known_batch(&app, "t", 8).await;
+        let now = payrun::store::now_ms();
+        let opened = app
+            .store
+            .open_chunk(
+                batch,
+                "dead-worker#chunker",
+                now,
+                now,
+                now + 60_000,
+                50,
+                100,
+            )
+            .await
+            .unwrap();
+        let chunk = opened.chunk.expect("a chunk");
+        assert_eq!(chunk.items.len(), 8);
+        if call_made {
+            let req = payrun::dots::types::CreateTransferBatch {
+                items: chunk
+                    .items
+                    .iter()
+                    .map(|i| payrun::dots::types::TransferBatchItemRequest {
+                        amount: i.amount.as_credit(),
+                        user_id: i.dots_user_id.unwrap(),
+                        idempotency_key: i.transfer_key.unwrap().as_uuid(),
+                        tax_exempt: None,
+                        metadata: Some(item_metadata(i, "payout")),
+                    })
+                    .collect(),
+                idempotency_key: Some(chunk.key),
+                metadata: Some(serde_json::json!({
+                    "payrun_batch_id": batch.to_string(),
+                    "payrun_chunk_id": chunk.id.to_string(),
+                })),
+            };
+            app.engine.dots.create_transfer_batch(&req).await.unwrap();
+        }
+        // Still leased and recent: nobody touches it.
+        assert_eq!(app.engine.chunk_once(None).await.unwrap(), 0);
+        assert_eq!(app.sim().request_count("GET /v2/transfer-batches"), 0);
+        // The dead chunker's lease and its chunk's last sign of life are long past.
+        let past = now - 600_000;
+        try_exec(
+            &app,
+            &format!(
+                "UPDATE items SET lease_until = {past} WHERE chunk_id = '{}'",
+                chunk.id
+            ),
+        )
+        .await
+        .unwrap();
+        try_exec(
+            &app,
+            &format!(
+                "UPDATE transfer_chunks SET updated_at = {past} WHERE id = '{}'",
+                chunk.id
+            ),
+        )
+        .await
+        .unwrap();
+        let posts = app.sim().request_count(BATCHES);
+        assert_eq!(app.engine.chunk_once(None).await.unwrap(), 8);
+        assert_eq!(app.sim().request_count("GET /v2/transfer-batches"), 1);
+        assert_eq!(
+            app.sim().request_count(BATCHES),
+            posts + u64::from(!call_made),
+            "call made {call_made}: re-sent only when not found"
+        );
+        assert_eq!(
+            app.sim().request_count("GET /v2/transfers"),
+            0,
+            "not item by item"
+        );
+        let rec = app.store.chunk(chunk.id).await.unwrap().unwrap();
+        assert_eq!(rec.state, ChunkState::Done, "{:?}", rec.detail);
+        for i in app.items(batch).await {
+            assert_eq!(i.state, ItemState::Transferred, "{}", i.payee_id);
+        }
+        step_batch_mode(&app, batch).await;
+        assert_all_transferred(&app, batch).await;
     }
 }
 
