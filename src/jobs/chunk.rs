@@ -34,6 +34,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -43,14 +44,14 @@ use super::chunk_plan::{
 use super::watchdog::Pulse;
 use super::{Engine, JobError};
 use crate::batch::ChunkId;
-use crate::config::{TransferBatchSize, TransferMode};
+use crate::config::{PayoutFlowSetting, TransferBatchSize, TransferMode};
 use crate::dots::client::DotsError;
 use crate::dots::types::{
     CreateTransferBatch, TransferBatch, TransferBatchItemRequest, TransferBatchStatus,
 };
 use crate::item::{CallOutcome, TransferOutcome};
 use crate::store::{
-    CallClose, ChunkOutcome, ChunkRecord, ItemRecord, OpenChunk, StoreError, now_ms,
+    CallClose, ChunkOutcome, ChunkRecord, Handover, ItemRecord, OpenChunk, StoreError, now_ms,
 };
 
 /// The most calls one chunk makes (the first and its re-sends with the same keys).
@@ -396,8 +397,17 @@ impl Engine {
         let now = self.now();
         let dots_batch_id = batches.first().map(|b| b.id);
         let batch_ids: Vec<String> = batches.iter().map(|b| b.id.to_string()).collect();
+        // The items paid go straight on to their payout flow, worked here (not queued): the
+        // lease passes to this worker's jobs and, as a single transfer's success does, the
+        // flow's intent commits with the transfer.
+        let payout_intent = self.settings.payout_flow == PayoutFlowSetting::Always;
         let mut out = ChunkOutcome {
             dots_batch_id,
+            handover: Some(Handover {
+                owner: self.owner.to_string(),
+                lease_until: now_ms() + self.lease_ms(),
+                payout_intent,
+            }),
             ..ChunkOutcome::default()
         };
         let mut refused: Vec<(&ItemRecord, CallOutcome, String)> = Vec::new();
@@ -486,7 +496,29 @@ impl Engine {
                 .await?;
         }
         tracing::debug!(chunk_id = %chunk.id, made = written.made.len(), closed = written.closed.len(), "chunk done");
+        self.drive(written.handed, payout_intent, pulse).await;
         Ok(())
+    }
+
+    /// The next steps of items the chunk paid (their payout flow), `worker.concurrency` at a
+    /// time, as their jobs would make them — without a queue job each. An item that fails here
+    /// is handed to the feed (its retry time is recorded, or it is deferred like a job that met
+    /// a store error), so its job goes on later.
+    async fn drive(&self, items: Vec<ItemRecord>, payout_intent_ours: bool, pulse: Option<&Pulse>) {
+        let concurrency = self.settings.concurrency.max(1);
+        futures::stream::iter(items)
+            .for_each_concurrent(concurrency, |item| async move {
+                let id = item.id;
+                if let Err(e) = self.work_held(item, payout_intent_ours).await {
+                    warn!(item_id = %id, error = %e, "the step after a chunk's transfer failed");
+                    let at = now_ms() + self.backoff(3, None).as_millis() as i64;
+                    if let Err(e) = self.store.defer_item(id, at).await {
+                        warn!(item_id = %id, error = %e, "cannot defer the item");
+                    }
+                }
+                beat(pulse);
+            })
+            .await;
     }
 
     /// Every item's call closed with `outcome` (nothing moved); each item goes on alone with

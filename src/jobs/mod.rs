@@ -272,8 +272,24 @@ impl Engine {
                 }
             };
         };
+        self.work_held(item, false).await
+    }
+
+    /// Works an item whose lease this engine's owner holds (`item` as the write that took or
+    /// was handed the lease returned it), then releases the lease unless the last write did.
+    /// `payout_intent_ours`: that write also committed the payout flow's intent (the chunker's
+    /// outcome, `jobs::chunk`), so the payout step makes its call without searching first.
+    pub(super) async fn work_held(
+        &self,
+        item: ItemRecord,
+        payout_intent_ours: bool,
+    ) -> Result<Next, JobError> {
+        let id = item.id;
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);
-        let res = self.work_leased(id, item).instrument(span).await;
+        let res = self
+            .work_leased(id, item, payout_intent_ours)
+            .instrument(span)
+            .await;
         // Release even on error, unless the job's last write did; a crash instead leaves the
         // lease to expire.
         let released = match res {
@@ -286,9 +302,14 @@ impl Engine {
     }
 
     /// Works the leased item; the answer says whether the job still holds the lease.
-    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Lease, JobError> {
+    async fn work_leased(
+        &self,
+        id: ItemId,
+        mut item: ItemRecord,
+        payout_intent_ours: bool,
+    ) -> Result<Lease, JobError> {
         // Whether the last step committed the payout flow's intent for the next one.
-        let mut payout_intent_ours = false;
+        let mut payout_intent_ours = payout_intent_ours;
         // A bounded loop: each turn makes one durable step.
         for _ in 0..MAX_STEPS_PER_JOB {
             let state = item.state;

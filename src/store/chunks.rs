@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::feed::{BeginWrite as _, FED_ALL};
 use super::record::{ITEM_COLUMNS, ItemRow, typed_all};
 use super::transitions::{Binds, bind_all};
+use super::writes::PAYOUT_INTENT_DETAIL;
 use super::{ItemRecord, Pool, Store, StoreError, on_pool};
 use crate::batch::{BatchId, ChunkId, ChunkState, ItemId};
 use crate::item::{IdempotencyKey, TransferOutcome};
@@ -185,11 +186,24 @@ pub struct CallClose {
     pub detail: String,
 }
 
+/// Who takes the items whose transfer a chunk made, straight from its outcome: the worker's
+/// item jobs (`owner`), with a fresh lease and — for the payout flow that follows — its intent
+/// committed in the same transaction, as a single transfer's success does
+/// (`Store::record_transfer_done_with_payout_intent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub owner: String,
+    pub lease_until: i64,
+    pub payout_intent: bool,
+}
+
 /// Phase 3 of a chunk: what to write.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkOutcome {
-    /// Items whose transfer Dots made, with its id, and how it was learnt (event detail).
+    /// Items whose transfer Dots made, with its id.
     pub made: Vec<(ItemId, Uuid)>,
+    /// Where the chunker still holds their lease: handed over so (else released).
+    pub handover: Option<Handover>,
     /// Items whose call is closed (or left open) without a transfer, by how.
     pub closed: Vec<(Vec<ItemId>, CallClose)>,
     /// The transfer batch Dots made for the chunk, if known.
@@ -205,6 +219,8 @@ pub struct ChunkOutcome {
 pub struct ChunkWritten {
     /// Items recorded transferred.
     pub made: Vec<ItemId>,
+    /// Of those, the ones handed over ([`ChunkOutcome::handover`]), as written.
+    pub handed: Vec<ItemRecord>,
     /// Items whose call was closed (or released open) as asked.
     pub closed: Vec<ItemId>,
 }
@@ -528,34 +544,61 @@ impl Store {
                     format!("({}, {})", binds.push(id.to_string()), binds.push(t.to_string()))
                 }).collect();
                 let (at, chunk_p, o) = (binds.push(db_now), binds.push(c.as_str()), binds.push(owner));
-                // Only the chunker's own lease is released: a job that took a lapsed lease
-                // finds the item transferred at its next guarded write.
+                let (to, until, intent) = match &out.handover {
+                    Some(h) => (
+                        binds.push(h.owner.as_str()),
+                        binds.push(h.lease_until),
+                        binds.push(i64::from(h.payout_intent)),
+                    ),
+                    None => (binds.push(None::<String>), binds.push(0_i64), binds.push(0_i64)),
+                };
+                // Only the chunker's own lease is handed over (or released): a job that took a
+                // lapsed lease finds the item transferred at its next guarded write.
+                let mine = format!("items.lease_owner = {o}");
                 let sql = format!(
                     "UPDATE items SET state = 'transferred', updated_at = {at},
                         attempts = 0, step_since = NULL, step_first_error = NULL,
                         transfer_id = v.column2, transfer_call_open = 0, transfer_outcome = 'ok',
                         next_attempt_at = {at}, last_error = NULL,
-                        lease_owner = CASE WHEN items.lease_owner = {o} THEN NULL ELSE items.lease_owner END,
-                        lease_until = CASE WHEN items.lease_owner = {o} THEN 0 ELSE items.lease_until END,
-                        queued_until = CASE WHEN items.lease_owner = {o} THEN 0 ELSE items.queued_until END
+                        payout_call_open = CASE WHEN {mine} THEN {intent} ELSE items.payout_call_open END,
+                        api_calls = items.api_calls + CASE WHEN {mine} THEN {intent} ELSE 0 END,
+                        lease_owner = CASE WHEN {mine} THEN {to} ELSE items.lease_owner END,
+                        lease_until = CASE WHEN {mine} THEN {until} ELSE items.lease_until END,
+                        queued_until = CASE WHEN {mine} THEN 0 ELSE items.queued_until END
                      FROM (VALUES {}) AS v
                      WHERE items.id = v.column1 AND items.state = 'transferring'
                        AND items.chunk_id = {chunk_p}
-                     RETURNING items.id, items.transfer_id",
-                    values.join(", "));
-                let rows: Vec<(String, Option<String>)> =
+                     RETURNING {}",
+                    values.join(", "),
+                    item_columns_of("items"));
+                let rows: Vec<ItemRow> =
                     bind_all!(sqlx::query_as(AssertSqlSafe(sql)), binds).fetch_all(&mut *tx).await?;
-                let events: Vec<EventRow> = rows.iter().map(|(id, t)| EventRow {
-                    item: id.clone(),
+                let rows = typed_all(rows)?;
+                let events: Vec<EventRow> = rows.iter().map(|r| EventRow {
+                    item: r.id.to_string(),
                     kind: "state",
                     from: Some("transferring"),
                     to: Some("transferred"),
-                    detail: format!("transfer {} made in transfer batch (chunk {c})", t.clone().unwrap_or_default()),
+                    detail: format!("transfer {} made in transfer batch (chunk {c})",
+                        r.transfer_id.map(|t| t.to_string()).unwrap_or_default()),
                 }).collect();
                 insert_events!(&mut *tx, db_now, events);
-                for (id, _) in rows {
-                    written.made.push(id.parse().map_err(|e| StoreError::Corrupt(format!("item id: {e}")))?);
+                let handed: Vec<ItemRecord> = match &out.handover {
+                    Some(h) => rows.iter().filter(|r| r.lease_owner.as_deref() == Some(h.owner.as_str())).cloned().collect(),
+                    None => Vec::new(),
+                };
+                if out.handover.as_ref().is_some_and(|h| h.payout_intent) {
+                    let events: Vec<EventRow> = handed.iter().map(|r| EventRow {
+                        item: r.id.to_string(),
+                        kind: "payout_intent",
+                        from: None,
+                        to: None,
+                        detail: PAYOUT_INTENT_DETAIL.to_string(),
+                    }).collect();
+                    insert_events!(&mut *tx, db_now, events);
                 }
+                written.made.extend(rows.iter().map(|r| r.id));
+                written.handed.extend(handed);
             }
             for (ids, close) in &out.closed {
                 for part in ids.chunks(ROWS_PER_STATEMENT) {

@@ -474,7 +474,7 @@ fn payout_intent_set() -> Set {
     Set::new().raw("payout_call_open = 1, api_calls = api_calls + 1")
 }
 
-const PAYOUT_INTENT_DETAIL: &str = "POST /v2/flows steps [payout]";
+pub(super) const PAYOUT_INTENT_DETAIL: &str = "POST /v2/flows steps [payout]";
 
 /// A failed item that is definitely unpaid (see [`Store::cancel_item`]), as SQL.
 fn definitely_unpaid_sql() -> String {

@@ -118,6 +118,9 @@ async fn batch_mode_pays_a_batch_in_chunks_of_the_configured_size(b: Backend) {
     assert_eq!(app.sim().request_count(SINGLES), 0, "no single transfer");
     let chunks = app.store.batch_chunks(batch).await.unwrap();
     assert_eq!(chunks.len(), 3);
+    // The chunker made the payout flows of the items it paid: one per item, none searched for.
+    assert_eq!(app.sim().request_count("POST /v2/flows"), 23);
+    assert_eq!(app.sim().request_count("GET /v2/flows"), 0);
     let mut in_chunks = 0;
     for c in &chunks {
         assert_eq!(c.state, ChunkState::Done, "{:?}", c.detail);
@@ -559,8 +562,9 @@ async fn a_chunk_left_open_by_a_dead_chunker_is_taken_over_and_finished_with_one
         );
         let rec = app.store.chunk(chunk.id).await.unwrap().unwrap();
         assert_eq!(rec.state, ChunkState::Done, "{:?}", rec.detail);
+        // Paid, and straight on to the payout flow.
         for i in app.items(batch).await {
-            assert_eq!(i.state, ItemState::Transferred, "{}", i.payee_id);
+            assert_eq!(i.state, ItemState::AwaitingPayout, "{}", i.payee_id);
         }
         step_batch_mode(&app, batch).await;
         assert_all_transferred(&app, batch).await;
