@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::batch::BatchId;
 use crate::config::Limits;
-use crate::intake::{self, IntakeError, Row, RowReader, Summary};
+use crate::intake::{self, IntakeError, Prefetch, Row, RowReader, Summary};
 use crate::jobs::Queue;
 use crate::jobs::feed::Window;
 use crate::store::{BatchRows, CreateBatchError, Created, NewBatch, Store, StoreError, Tick};
@@ -130,6 +130,12 @@ pub async fn submit_file(
         limits: opts.limits,
         total: 0,
         stopped: false,
+    };
+    // Parsed and checked on a thread of its own while the store writes the rows before.
+    let rows = if std::env::var("XP_NOPREFETCH").is_ok() {
+        ReadAhead(None, Some(rows))
+    } else {
+        ReadAhead(Some(Prefetch::new(rows, READ_AHEAD_ROWS, READ_AHEAD_CHUNKS)), None)
     };
     let new = NewBatch {
         source: opts.source.clone().unwrap_or_else(|| shown.clone()),
@@ -263,6 +269,34 @@ impl<R: std::io::Read + Send> BatchRows for Accepting<R> {
         // The CSV reader has read to the end of the file: the hash covers every byte.
         let h = std::mem::take(&mut *self.hasher.lock().expect("hasher lock"));
         hex::encode(h.finalize())
+    }
+}
+
+/// Rows handed over per chunk by the reading thread, and chunks it may be ahead (about a
+/// megabyte of rows in all).
+const READ_AHEAD_ROWS: usize = 1024;
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// The accepted rows, read ahead (see [`Prefetch`]).
+struct ReadAhead<R: std::io::Read + Send + 'static>(Option<Prefetch<Accepting<R>>>, Option<Accepting<R>>);
+
+impl<R: std::io::Read + Send + 'static> Iterator for ReadAhead<R> {
+    type Item = Result<Row, String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(a) = self.1.as_mut() { return a.next(); }
+        self.0.as_mut()?.next()
+    }
+}
+
+impl<R: std::io::Read + Send + 'static> BatchRows for ReadAhead<R> {
+    fn content_hash(&mut self) -> String {
+        // The reading thread has ended at the end of the file (it handed over the last row):
+        // its hash covers every byte once it is joined.
+        if let Some(a) = self.1.as_mut() { return a.content_hash(); }
+        self.0
+            .take()
+            .map(|rows| rows.finish().content_hash())
+            .unwrap_or_default()
     }
 }
 

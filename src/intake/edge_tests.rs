@@ -59,6 +59,25 @@ fn invalid_utf8_names_its_line_and_column() {
 }
 
 #[test]
+fn a_character_split_across_two_fields_is_invalid_in_the_first() {
+    // "\xc3\xa9" is "é" whole; cut by a comma, neither half is text.
+    let (errors, _) = errors_of(b"payee_id,memo,amount\na\xc3,\xa9b,1\n");
+    assert_eq!(errors, ["line 2, column payee_id: is not valid UTF-8 text"]);
+    let ok = "payee_id,memo,amount\n\u{e9}t\u{e9},caf\u{e9},1\n";
+    assert_eq!(validate(ok.as_bytes()).unwrap().rows, 1);
+}
+
+#[test]
+fn fields_are_trimmed_of_unicode_white_space_and_headers_too() {
+    let csv = " payee_id ,\tamount\u{3000}\n\u{a0}a\u{2003}, 1.50 \n";
+    let s = validate(csv.as_bytes()).unwrap();
+    assert_eq!((s.rows, s.total_cents), (1, 150));
+    let mut reader = RowReader::new(csv.as_bytes()).unwrap();
+    let row = reader.next_row().unwrap().unwrap();
+    assert_eq!(row.payee_id, "a");
+}
+
+#[test]
 fn a_quote_left_open_names_the_line_of_its_record_and_of_the_quote() {
     let csv = "payee_id,amount,memo\ns1,1.00,\"oops\ns2,200.00,fine\ns3,300.00,fine\n";
     let (errors, total) = errors_of(csv.as_bytes());

@@ -14,12 +14,14 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Limits;
 
+mod prefetch;
 mod reader;
 mod scan;
 mod text;
 
 pub use crate::batch::grouped;
 pub use crate::batch::{Contact, Row, RowError, clip};
+pub use prefetch::Prefetch;
 pub use reader::{COLUMNS, RowReader};
 pub use scan::MAX_RECORD_BYTES;
 

@@ -43,7 +43,9 @@ pub struct RowReader<R: Read> {
     index: [Option<usize>; COLUMNS.len()],
     /// The name of each of the file's columns.
     names: Vec<&'static str>,
-    record: csv::StringRecord,
+    /// The record last read, as bytes: checked as UTF-8 once, whole, and trimmed field by
+    /// field as read (the `csv` crate's trimming copies every record, twice for text).
+    record: csv::ByteRecord,
     /// The physical line the record last read starts on.
     line: u64,
     /// The file was found broken (or unreadable) and reported: no more rows.
@@ -55,7 +57,6 @@ impl<R: Read> RowReader<R> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(false)
-            .trim(csv::Trim::All)
             .buffer_capacity(1 << 16)
             .from_reader(Scanner::new(input));
         let headers = reader.headers().cloned();
@@ -76,7 +77,7 @@ impl<R: Read> RowReader<R> {
         let mut names = Vec::with_capacity(headers.len());
         let mut problems = Vec::new();
         for (i, h) in headers.iter().enumerate() {
-            let name = h.trim_start_matches('\u{feff}');
+            let name = h.trim().trim_start_matches('\u{feff}');
             match COLUMNS.iter().position(|c| *c == name) {
                 Some(c) => {
                     names.push(COLUMNS[c]);
@@ -106,7 +107,7 @@ impl<R: Read> RowReader<R> {
             reader,
             index,
             names,
-            record: csv::StringRecord::new(),
+            record: csv::ByteRecord::new(),
             line: 1,
             ended: false,
         })
@@ -117,7 +118,7 @@ impl<R: Read> RowReader<R> {
         if self.ended {
             return None;
         }
-        let read = self.reader.read_record(&mut self.record);
+        let read = self.reader.read_byte_record(&mut self.record);
         let position = match &read {
             Ok(_) => self.record.position(),
             Err(e) => e.position(),
@@ -134,7 +135,17 @@ impl<R: Read> RowReader<R> {
         }
         match read {
             Ok(false) => None,
-            Ok(true) => Some(self.parse(self.line)),
+            Ok(true) => match bad_utf8_field(&self.record) {
+                None => Some(self.parse(self.line)),
+                Some(field) => {
+                    self.record.clear();
+                    Some(Err(vec![RowError {
+                        line: self.line,
+                        column: self.column_name(field),
+                        reason: "is not valid UTF-8 text".into(),
+                    }]))
+                }
+            },
             Err(e) => {
                 self.record.clear();
                 let (column, reason) = match e.kind() {
@@ -143,10 +154,6 @@ impl<R: Read> RowReader<R> {
                     } => (
                         "-".into(),
                         format!("has {len} fields, but the header has {expected_len}"),
-                    ),
-                    csv::ErrorKind::Utf8 { err, .. } => (
-                        self.column_name(err.field()),
-                        "is not valid UTF-8 text".into(),
                     ),
                     csv::ErrorKind::Io(e) => {
                         return self.end(("-".into(), format!("cannot read the file: {e}")));
@@ -190,8 +197,15 @@ impl<R: Read> RowReader<R> {
     }
 
     fn get(&self, col: usize) -> Option<&str> {
-        let i = self.index[col]?;
-        self.record.get(i).filter(|v| !v.is_empty())
+        self.field(self.index[col]?).filter(|v| !v.is_empty())
+    }
+
+    /// Field `i` of the record last read, trimmed (of Unicode white space, as the `csv`
+    /// crate's `Trim::All` did). The record was checked as UTF-8 when read.
+    fn field(&self, i: usize) -> Option<&str> {
+        std::str::from_utf8(self.record.get(i)?)
+            .ok()
+            .map(str::trim)
     }
 
     fn parse(&self, line: u64) -> Result<Row, Vec<RowError>> {
@@ -281,8 +295,9 @@ impl<R: Read> RowReader<R> {
         if memo.as_ref().is_some_and(|m| m.chars().count() > 500) {
             err("memo", "is longer than 500 characters".into());
         }
-        if may_refuse(self.record.as_slice().as_bytes()) {
-            for (i, v) in self.record.iter().enumerate() {
+        if may_refuse(self.record.as_slice()) {
+            for i in 0..self.record.len() {
+                let v = self.field(i).unwrap_or_default();
                 if let Some((at, c)) = refused(v, Some(i) == self.index[MEMO]) {
                     let reason = format!("contains {} at character {at}", describe(c));
                     err(self.names.get(i).copied().unwrap_or("-"), reason);
@@ -325,6 +340,18 @@ fn fault_error(fault: Fault, line: u64, column: impl Fn(usize) -> String) -> (St
             )
         }
     }
+}
+
+/// The first field of `record` that is not UTF-8 text, if any: all-ASCII records (most) are
+/// checked whole, others field by field (their fields lie end to end in `as_slice`, so two
+/// halves of a character split by a comma would pass as one).
+fn bad_utf8_field(record: &csv::ByteRecord) -> Option<usize> {
+    if record.as_slice().is_ascii() {
+        return None;
+    }
+    record
+        .iter()
+        .position(|f| std::str::from_utf8(f).is_err())
 }
 
 /// `e` with the value it echoes cut short.

@@ -2,9 +2,10 @@
 //! (decided by the unique `identity_hash`, so concurrent submits of one file make one batch),
 //! listing and per-state counts.
 
+use sqlx::Connection as _;
 use sqlx::Row as _;
 
-use super::bulk::{BulkError, BulkItems};
+use super::bulk::{BulkError, BulkItems, IntakePool};
 use super::outbox::insert_outbox_row;
 use super::outbox_batch::{
     BATCH_EVENT_COLUMNS, BatchEventRow, Why, batch_event_rows, batch_event_update,
@@ -185,7 +186,8 @@ impl Store {
         let id = BatchId::new_random();
         let now = now_ms();
         let res: Result<Result<Created, CreateBatchError>, StoreError> = on_pool!(&self.pool, p => async {
-            let mut tx = p.begin().await?;
+            let mut conn = p.intake_connection().await?;
+            let mut tx = conn.begin().await?;
             if let Some(t) = &new.tick {
                 // First, so a second worker on the same tick stops here (unique key).
                 let taken = sqlx::query("INSERT INTO schedule_ticks (schedule, tick_at, batch_id, note, created_at)

@@ -6,11 +6,53 @@
 //! is one buffer (1 MiB, or `SQLITE_ROWS` rows), whatever the size of the batch. Uniqueness of
 //! a payee within the batch is the database's (the unique index), not a set held here.
 
-use sqlx::{PgConnection, SqliteConnection};
+use std::sync::Arc;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
 use super::StoreError;
 use crate::batch::Row;
 use crate::batch::{BatchId, ItemId};
+
+/// A pool that gives the connection a batch is stored on.
+pub trait IntakePool {
+    type Db: sqlx::Database;
+    fn intake_connection(
+        &self,
+    ) -> impl Future<Output = Result<PoolConnection<Self::Db>, sqlx::Error>> + Send;
+}
+
+/// SQLite settings for the connection that stores a batch, set before its transaction begins
+/// (SQLite ignores `foreign_keys` inside one):
+/// - no foreign key check per row: each item refers to the batch inserted just before it in
+///   the same transaction (PostgreSQL has no such key at all, see the migration
+///   `bulk_intake_and_feed`);
+/// - a larger page cache (`INTAKE_CACHE_KIB`) for the four b-trees the rows go into.
+///
+/// The journal (WAL, shared with running workers) and `synchronous` are left as they are.
+const SQLITE_INTAKE_PRAGMAS: &str = "PRAGMA foreign_keys = OFF; PRAGMA cache_size = -16384";
+
+impl IntakePool for SqlitePool {
+    type Db = Sqlite;
+    async fn intake_connection(&self) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        let mut conn = self.acquire().await?;
+        // Never back into the pool with these settings, however the intake ends.
+        conn.close_on_drop();
+        let pragmas = std::env::var("XP_PRAGMAS").unwrap_or(SQLITE_INTAKE_PRAGMAS.to_string());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(pragmas))
+            .execute(&mut *conn)
+            .await?;
+        Ok(conn)
+    }
+}
+
+impl IntakePool for PgPool {
+    type Db = Postgres;
+    async fn intake_connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        self.acquire().await
+    }
+}
 
 /// What was written.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +193,9 @@ fn copy_text(buf: &mut Vec<u8>, v: Option<&str>) {
 
 /// Rows per SQLite `INSERT` (14 parameters each; SQLite allows 32,766 per statement).
 const SQLITE_ROWS: usize = 256;
+fn xp_rows() -> usize {
+    std::env::var("XP_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(SQLITE_ROWS)
+}
 const SQLITE_COLUMNS: usize = 14;
 
 fn sqlite_insert_sql(rows: usize) -> String {
@@ -168,7 +213,7 @@ fn sqlite_insert_sql(rows: usize) -> String {
 async fn sqlite_flush(
     conn: &mut SqliteConnection,
     batch: BatchId,
-    batch_text: &str,
+    batch_text: &Arc<str>,
     now: i64,
     pending: &mut Vec<Row>,
     full_sql: &str,
@@ -177,12 +222,13 @@ async fn sqlite_flush(
         return Ok(());
     }
     let partial;
-    let sql = if pending.len() == SQLITE_ROWS {
+    let sql = if pending.len() == xp_rows() {
         full_sql
     } else {
         partial = sqlite_insert_sql(pending.len());
         &partial
     };
+    let pending_text: Arc<str> = Arc::from("pending");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in pending.drain(..) {
         let c = row.contact;
@@ -198,7 +244,7 @@ async fn sqlite_flush(
         };
         q = q
             .bind(ItemId::for_line(batch, row.line).to_string())
-            .bind(batch_text.to_string())
+            .bind(batch_text.clone())
             .bind(row.line as i64)
             .bind(row.payee_id)
             .bind(row.amount.get())
@@ -209,7 +255,7 @@ async fn sqlite_flush(
             .bind(cc)
             .bind(phone)
             .bind(row.dots_user_id.map(|u| u.to_string()))
-            .bind("pending")
+            .bind(pending_text.clone())
             .bind(now);
     }
     q.execute(&mut *conn).await?;
@@ -226,15 +272,15 @@ impl BulkItems for SqliteConnection {
     where
         I: Iterator<Item = Result<Row, String>> + Send,
     {
-        let full_sql = sqlite_insert_sql(SQLITE_ROWS);
-        let batch_text = batch.to_string();
-        let mut pending = Vec::with_capacity(SQLITE_ROWS);
+        let full_sql = sqlite_insert_sql(xp_rows());
+        let batch_text: Arc<str> = Arc::from(batch.to_string());
+        let mut pending = Vec::with_capacity(xp_rows());
         let mut w = Written::default();
         for row in rows {
             let row = row.map_err(BulkError::Source)?;
             count(&mut w, &row);
             pending.push(row);
-            if pending.len() == SQLITE_ROWS {
+            if pending.len() == xp_rows() {
                 sqlite_flush(self, batch, &batch_text, now, &mut pending, &full_sql).await?;
             }
         }

@@ -24,6 +24,7 @@ on_both_backends!(
     a_file_of_bad_rows_keeps_the_first_thousand_errors_and_counts_all,
     a_long_value_is_cut_short_in_the_message,
     a_record_longer_than_64_kib_is_refused_at_once,
+    a_file_read_ahead_is_stored_whole_in_file_order_under_its_content_hash,
 );
 
 /// A file of `n` rows paying payees that already have Dots users (ids given in the file).
@@ -410,4 +411,37 @@ async fn a_record_longer_than_64_kib_is_refused_at_once(b: Backend) {
         msg.contains("line 2, column memo: is longer than 500 characters"),
         "{msg}"
     );
+}
+
+async fn a_file_read_ahead_is_stored_whole_in_file_order_under_its_content_hash(b: Backend) {
+    use sha2::Digest;
+    let app = spawn_app(b, quiet_sim()).await;
+    // Rows are parsed on a thread of their own, handed over in chunks of 1,024: this file
+    // spans several, with a memo over two lines across the first chunk's edge.
+    let mut csv = String::from("payee_id,amount,dots_user_id,memo\n");
+    for i in 0..4500u128 {
+        let memo = if i == 1023 { "\"two\nlines\"" } else { "m" };
+        let user = uuid::Uuid::from_u128(0x5e11_0000_0000_4000_8000_0000_0000_0000 | i);
+        csv.push_str(&format!("p-{:06},1.{:02},{user},{memo}\n", 4500 - i, i % 100));
+    }
+    let Submitted::New { batch, summary, .. } = app.submit(&csv).await.unwrap() else {
+        panic!("expected a new batch")
+    };
+    assert_eq!(summary.rows, 4500);
+    assert_eq!(
+        summary.content_hash,
+        hex::encode(sha2::Sha256::digest(csv.as_bytes()))
+    );
+    let items = app.items(batch).await;
+    let lines: Vec<i64> = items.iter().map(|i| i.line).collect();
+    let expected: Vec<i64> = (2..=1025).chain(1027..=4502).collect();
+    assert_eq!(lines, expected, "every row once, on its own line, in file order");
+    assert!(
+        items
+            .iter()
+            .enumerate()
+            .all(|(n, i)| i.payee_id == format!("p-{:06}", 4500 - n)),
+        "payees in file order"
+    );
+    assert_eq!(items[1023].memo.as_deref(), Some("two\nlines"));
 }
