@@ -1,5 +1,5 @@
 //! The `payrun` binary: parses the command line and hands it to the library
-//! (`payrun::cli::run`), which wires configuration, store, Dots client and commands.
+//! (`payrun::cli::run_blocking`), which wires configuration, store, Dots client and commands.
 
 use std::process::ExitCode;
 
@@ -10,8 +10,7 @@ fn main() -> ExitCode {
     install_tls_provider();
     let cli = payrun::cli::Cli::parse();
     payrun::cli::init_tracing(&cli);
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let code = rt.block_on(payrun::cli::run(cli));
+    let code = payrun::cli::run_blocking(cli);
     ExitCode::from(code as u8)
 }
 
