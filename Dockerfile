@@ -11,7 +11,9 @@
 
 # ---- build -----------------------------------------------------------------------------------
 # Same toolchain as the development machines (rustc 1.95). rust:*-slim ships gcc and libc6-dev,
-# which is all the C in the tree needs (bundled SQLite, aws-lc-sys through its cc builder).
+# which is all the C in the tree needs (bundled SQLite; ring's C and assembly: rustls uses
+# ring alone, see Cargo.toml). The release profile builds dependencies without debug info
+# and strips nothing, so the binary copied below keeps symbols and payrun's line tables.
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /build
 

@@ -1,5 +1,5 @@
 //! The `payrun` binary: parses the command line and hands it to the library
-//! (`payrun::cli::run`), which wires configuration, store, Dots client and commands.
+//! (`payrun::cli::run_blocking`), which wires configuration, store, Dots client and commands.
 
 use std::process::ExitCode;
 
@@ -7,11 +7,19 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    install_tls_provider();
     let cli = payrun::cli::Cli::parse();
     payrun::cli::init_tracing(&cli);
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let code = rt.block_on(payrun::cli::run(cli));
+    let code = payrun::cli::run_blocking(cli);
     ExitCode::from(code as u8)
+}
+
+/// reqwest is built with `rustls-no-provider` (Cargo.toml: ring only, no aws-lc-rs), so the
+/// crypto provider every TLS client of the process uses (Dots API, webhook deliveries) is
+/// installed here, before any client exists. sqlx's PostgreSQL TLS names ring itself.
+fn install_tls_provider() {
+    // Err only if a provider is already installed, which then serves just as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// glibc gives each thread that allocates its own arena (up to 8 per core), and each keeps

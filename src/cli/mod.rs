@@ -37,6 +37,15 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
+/// Runs `cli` to completion on a new tokio runtime and returns the exit code. The binary calls
+/// this plain function rather than `block_on(run(cli))` itself: an async call tree is compiled
+/// where its future is polled, so with `block_on` in `main.rs` a release build compiled the whole
+/// tree (every command) a second time in the binary crate, longer than the library itself.
+pub fn run_blocking(cli: Cli) -> i32 {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(run(cli))
+}
+
 /// Runs the command; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
     match commands::dispatch(cli).await {
