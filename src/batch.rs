@@ -189,9 +189,11 @@ mod tests {
     }
 }
 
+pub mod chunk;
 pub mod grouped;
 pub mod hold;
 mod row;
 
+pub use chunk::{ChunkId, ChunkState};
 pub use hold::{Hold, HoldReason};
 pub use row::{Contact, Row, RowError, SHOWN_CHARS, clip};

@@ -81,6 +81,13 @@ pub struct DotsSettings {
     /// `"cents"`.
     #[serde(default)]
     pub wallet_balance_unit: crate::config::BalanceUnitSetting,
+    /// How transfers go to Dots: one `POST /v2/transfers` per item (`"single"`), or the ready
+    /// items of a batch in chunks through `POST /v2/transfer-batches` (`"batch"`).
+    #[serde(default)]
+    pub transfer_mode: TransferMode,
+    /// The most items one `POST /v2/transfer-batches` carries (1..=5000, Dots' limit).
+    #[serde(default)]
+    pub transfer_batch_size: TransferBatchSize,
     /// From `DOTS_API_KEY` only.
     #[serde(skip)]
     pub api_key: Secret,
@@ -147,6 +154,58 @@ pub enum PayoutFlowSetting {
     /// A payee whose Dots user has auto payout enabled and a default payout method gets no
     /// flow: the item completes once its transfer is completed.
     UnlessAutoPayout,
+}
+
+/// `dots.transfer_mode`: how transfers go to Dots (`jobs::chunk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMode {
+    /// One `POST /v2/transfers` per item: the path Dots documents most.
+    #[default]
+    Single,
+    /// The items of a batch that are ready to transfer go in chunks of up to
+    /// `dots.transfer_batch_size` through `POST /v2/transfer-batches`, each item with the
+    /// idempotency key it would have had alone.
+    Batch,
+}
+
+/// `dots.transfer_batch_size`: items per `POST /v2/transfer-batches`, 1 to 5000 (the most Dots
+/// takes in one batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferBatchSize(usize);
+
+impl TransferBatchSize {
+    pub const MAX: usize = 5000;
+
+    /// `n` if it is between 1 and [`TransferBatchSize::MAX`].
+    pub fn new(n: usize) -> Option<TransferBatchSize> {
+        (1..=Self::MAX).contains(&n).then_some(TransferBatchSize(n))
+    }
+
+    pub fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for TransferBatchSize {
+    fn default() -> Self {
+        TransferBatchSize(500)
+    }
+}
+
+impl<'de> Deserialize<'de> for TransferBatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TransferBatchSize, D::Error> {
+        let n = u64::deserialize(d)?;
+        usize::try_from(n)
+            .ok()
+            .and_then(TransferBatchSize::new)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "transfer_batch_size must be between 1 and {}, not {n}",
+                    TransferBatchSize::MAX
+                ))
+            })
+    }
 }
 
 /// The unit of `app.metrics.wallet_balance` (mirrors `dots::types::BalanceUnit`; config is a

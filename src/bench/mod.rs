@@ -30,6 +30,24 @@ pub enum BenchBackend {
     Postgres,
 }
 
+/// How the benchmarked worker sends transfers (`dots.transfer_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    /// One `POST /v2/transfers` per item.
+    Single,
+    /// Chunks of `dots.transfer_batch_size` (500) through `POST /v2/transfer-batches`.
+    Batch,
+}
+
+impl BenchMode {
+    pub fn transfer_mode(self) -> crate::config::TransferMode {
+        match self {
+            BenchMode::Single => crate::config::TransferMode::Single,
+            BenchMode::Batch => crate::config::TransferMode::Batch,
+        }
+    }
+}
+
 /// A fresh database for one benchmark run, removed when dropped (SQLite) or left for the
 /// next `.ci/run` sweep (PostgreSQL `payrun_b_*`).
 pub struct FreshDb {
@@ -97,10 +115,14 @@ pub async fn all(pg_admin: &str) -> anyhow::Result<()> {
     for backend in [BenchBackend::Sqlite, BenchBackend::Postgres] {
         ingest(backend, 1_000_000, pg_admin).await?;
     }
-    for backend in [BenchBackend::Sqlite, BenchBackend::Postgres] {
-        throughput(backend, &[1_000, 100_000], 16, true, pg_admin).await?;
+    for mode in [BenchMode::Single, BenchMode::Batch] {
+        for backend in [BenchBackend::Sqlite, BenchBackend::Postgres] {
+            throughput(backend, &[1_000, 100_000], 16, true, mode, pg_admin).await?;
+        }
     }
-    api(BenchBackend::Sqlite, 300, 50, 30, pg_admin).await?;
+    for mode in [BenchMode::Single, BenchMode::Batch] {
+        api(BenchBackend::Sqlite, 300, 50, 30, mode, pg_admin).await?;
+    }
     // In a fresh process: this one still holds what the runs above allocated (their
     // in-process simulators' ledgers among it), which is not the worker's memory.
     let status = tokio::process::Command::new(std::env::current_exe()?)

@@ -191,6 +191,9 @@ pub enum BenchCommand {
         /// Keep apalis' finished job rows (to see the slowdown pruning removes).
         #[arg(long)]
         no_prune: bool,
+        /// How transfers go to Dots (`dots.transfer_mode`).
+        #[arg(long, value_enum, default_value_t = crate::bench::BenchMode::Single)]
+        transfer_mode: crate::bench::BenchMode,
     },
     /// Items/s under a simulator rate limit, with webhooks and with polling only.
     Api {
@@ -202,6 +205,9 @@ pub enum BenchCommand {
         rate: u32,
         #[arg(long, value_enum, default_value_t = crate::bench::BenchBackend::Sqlite)]
         backend: crate::bench::BenchBackend,
+        /// How transfers go to Dots (`dots.transfer_mode`).
+        #[arg(long, value_enum, default_value_t = crate::bench::BenchMode::Single)]
+        transfer_mode: crate::bench::BenchMode,
     },
     /// Worker RSS while it works N items.
     Memory {

@@ -69,16 +69,35 @@ pub(super) async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 backend,
                 concurrency,
                 no_prune,
+                transfer_mode,
             } => {
-                crate::bench::throughput(*backend, items, *concurrency, !*no_prune, pg_admin_url)
-                    .await?
+                crate::bench::throughput(
+                    *backend,
+                    items,
+                    *concurrency,
+                    !*no_prune,
+                    *transfer_mode,
+                    pg_admin_url,
+                )
+                .await?
             }
             B::Api {
                 items,
                 latency_ms,
                 rate,
                 backend,
-            } => crate::bench::api(*backend, *items, *latency_ms, *rate, pg_admin_url).await?,
+                transfer_mode,
+            } => {
+                crate::bench::api(
+                    *backend,
+                    *items,
+                    *latency_ms,
+                    *rate,
+                    *transfer_mode,
+                    pg_admin_url,
+                )
+                .await?
+            }
             B::Memory { items, backend } => {
                 crate::bench::memory(*backend, *items, pg_admin_url).await?
             }

@@ -108,6 +108,10 @@ impl Ctx {
             &self.settings,
         ))
         .with_reminders(self.settings.reminders.clone())
+        .with_transfers(
+            self.settings.dots.transfer_mode,
+            self.settings.dots.transfer_batch_size,
+        )
         .with_outbound(crate::jobs::outbound::Outbound::from_settings(
             &self.settings.events,
         )?))

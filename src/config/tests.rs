@@ -270,6 +270,8 @@ fn the_production_example_has_only_keys_payrun_knows() {
     let s = Settings::load_with_env(Path::new("/nonexistent"), Some(&example), vars(&[])).unwrap();
     assert!(s.database.url.starts_with("postgres://"));
     assert_eq!(s.dashboard.secure_cookie, SecureCookie::Always);
+    // Production is recommended transfer batches.
+    assert_eq!(s.dots.transfer_mode, TransferMode::Batch);
 }
 
 #[test]
@@ -294,4 +296,31 @@ fn dots_app_id_comes_from_the_environment_and_must_be_a_uuid() {
     let s = with_env(&[("PAYRUN_FUNDING_POLICY", "fit")]).unwrap();
     assert_eq!(s.funding.policy, FundingPolicy::Fit);
     assert!(with_env(&[("PAYRUN_FUNDING_POLICY", "some")]).is_err());
+}
+
+#[test]
+fn transfers_go_one_by_one_unless_batch_mode_is_chosen_with_a_size_dots_accepts() {
+    let s = Settings::builtin();
+    assert_eq!(s.dots.transfer_mode, TransferMode::Single);
+    assert_eq!(s.dots.transfer_batch_size.get(), 500);
+    let s = with_env(&[
+        ("PAYRUN_DOTS_TRANSFER_MODE", "batch"),
+        ("PAYRUN_DOTS_TRANSFER_BATCH_SIZE", "5000"),
+    ])
+    .unwrap();
+    assert_eq!(s.dots.transfer_mode, TransferMode::Batch);
+    assert_eq!(s.dots.transfer_batch_size.get(), 5000);
+    for bad in ["0", "5001", "-3", "many"] {
+        let e = with_env(&[("PAYRUN_DOTS_TRANSFER_BATCH_SIZE", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid value for PAYRUN_DOTS_TRANSFER_BATCH_SIZE:"),
+            "{bad}: {e}"
+        );
+    }
+    let e = with_env(&[("PAYRUN_DOTS_TRANSFER_MODE", "bulk")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("PAYRUN_DOTS_TRANSFER_MODE"), "{e}");
 }

@@ -27,6 +27,9 @@ pub struct Window {
     pub size: i64,
     /// A claimed item whose job has not taken it for this long is claimed again.
     pub claim_ms: i64,
+    /// Batch mode: first transfers and the walk along the batches' cursors are the chunker's
+    /// (`jobs::chunk`), not the queue's.
+    pub chunked: bool,
 }
 
 impl Default for Window {
@@ -40,6 +43,7 @@ impl From<&WorkerSettings> for Window {
         Window {
             size: s.queue_window.max(1) as i64,
             claim_ms: s.claim_secs.max(1) as i64 * 1000,
+            chunked: false,
         }
     }
 }
@@ -62,7 +66,12 @@ pub async fn top_up(store: &Store, queue: &mut Queue, window: Window) -> Result<
         return Ok(0);
     }
     let ids = store
-        .claim_for_queue(now_ms(), window.claim_ms, window.size - queued)
+        .claim_for_queue_as(
+            now_ms(),
+            window.claim_ms,
+            window.size - queued,
+            window.chunked,
+        )
         .await?;
     if !ids.is_empty() {
         queue.push(&ids, None).await?;
@@ -73,5 +82,9 @@ pub async fn top_up(store: &Store, queue: &mut Queue, window: Window) -> Result<
 
 /// [`top_up`] with the engine's settings.
 pub async fn feed_once(engine: &Engine, queue: &mut Queue) -> Result<usize, FeedError> {
-    top_up(&engine.store, queue, Window::from(&*engine.settings)).await
+    let window = Window {
+        chunked: engine.chunked(),
+        ..Window::from(&*engine.settings)
+    };
+    top_up(&engine.store, queue, window).await
 }

@@ -8,7 +8,7 @@ use crate::store::ItemRecord;
 
 /// Time a step needs beyond its one Dots call: its few database statements and the client's
 /// rate-limiter wait (see [`lease_left_needed_ms`]).
-const STEP_MARGIN_MS: i64 = 5_000;
+pub(super) const STEP_MARGIN_MS: i64 = 5_000;
 
 /// A step that may call Dots several times starts only on a lease taken this recently.
 const FRESH_LEASE_MS: i64 = 1_000;

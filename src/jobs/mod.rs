@@ -11,6 +11,8 @@
 //! scheduled by us, not by apalis, so backoff with jitter and `Retry-After` are honoured
 //! (apalis' `RetryAfterError` ignores its delay; see shared/apalis-1.0-notes.md).
 
+pub mod chunk;
+pub mod chunk_plan;
 pub mod circuit;
 pub mod feed;
 mod flows;
@@ -163,6 +165,9 @@ pub struct Engine {
     pub reminders: Arc<crate::config::ReminderSettings>,
     /// The deliverer of outbound events (`jobs::outbound`), when endpoints are configured.
     pub outbound: Option<Arc<outbound::Outbound>>,
+    /// One transfer call per item, or first transfers in chunks (`jobs::chunk`); single unless
+    /// set with [`Engine::with_transfers`].
+    pub transfers: chunk::Transfers,
 }
 
 impl Engine {
@@ -181,6 +186,7 @@ impl Engine {
             funds: Arc::default(),
             reminders: Arc::default(),
             outbound: None,
+            transfers: chunk::Transfers::default(),
             settings: Arc::new(settings),
         }
     }
@@ -266,8 +272,24 @@ impl Engine {
                 }
             };
         };
+        self.work_held(item, false).await
+    }
+
+    /// Works an item whose lease this engine's owner holds (`item` as the write that took or
+    /// was handed the lease returned it), then releases the lease unless the last write did.
+    /// `payout_intent_ours`: that write also committed the payout flow's intent (the chunker's
+    /// outcome, `jobs::chunk`), so the payout step makes its call without searching first.
+    pub(super) async fn work_held(
+        &self,
+        item: ItemRecord,
+        payout_intent_ours: bool,
+    ) -> Result<Next, JobError> {
+        let id = item.id;
         let span = info_span!("item", batch_id = %item.batch_id, item_id = %item.id, payee_id = %item.payee_id);
-        let res = self.work_leased(id, item).instrument(span).await;
+        let res = self
+            .work_leased(id, item, payout_intent_ours)
+            .instrument(span)
+            .await;
         // Release even on error, unless the job's last write did; a crash instead leaves the
         // lease to expire.
         let released = match res {
@@ -280,9 +302,14 @@ impl Engine {
     }
 
     /// Works the leased item; the answer says whether the job still holds the lease.
-    async fn work_leased(&self, id: ItemId, mut item: ItemRecord) -> Result<Lease, JobError> {
+    async fn work_leased(
+        &self,
+        id: ItemId,
+        mut item: ItemRecord,
+        payout_intent_ours: bool,
+    ) -> Result<Lease, JobError> {
         // Whether the last step committed the payout flow's intent for the next one.
-        let mut payout_intent_ours = false;
+        let mut payout_intent_ours = payout_intent_ours;
         // A bounded loop: each turn makes one durable step.
         for _ in 0..MAX_STEPS_PER_JOB {
             let state = item.state;
@@ -356,6 +383,11 @@ impl Engine {
                 return Ok(wait);
             }
             if item.transfer_key.is_none() && item.transfer_id.is_none() {
+                if self.chunked() {
+                    // Batch mode: the chunker sends it with the batch's other ready items
+                    // (`jobs::chunk`); it finds it by its state (`items_chunkable`).
+                    return Ok(Step::done(Next::Idle));
+                }
                 return self.first_transfer(item, user).await;
             }
             // An earlier attempt is on record (a rerun): `transfer` reconciles it first.

@@ -66,6 +66,7 @@ fn item(
         reminder_due_at: None,
         reminder_pending: None,
         unclaimed_at: None,
+        chunk_id: None,
     }
 }
 

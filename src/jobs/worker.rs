@@ -6,6 +6,8 @@
 //!   (`/healthz` 503, an ERROR line) and makes `run` return an error within a bound, instead of
 //!   leaving a process that looks alive and does nothing; add a new background loop with
 //!   `Watchdog::spawn` so it is watched too;
+//! - in batch mode (`dots.transfer_mode`) the chunker (`jobs::chunk`) sends first transfers in
+//!   chunks and walks the batches' feed cursors;
 //! - the feeder (`jobs::feed`) keeps a window of due items in the queue; a job lost between a
 //!   batch's commit and its enqueue, or with a crashed worker, is replaced when its claim
 //!   lapses (at once on start-up when no queued job stands behind the claim);
@@ -204,6 +206,17 @@ pub async fn run(
                     _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
                 }
             }
+        });
+    }
+    // Batch mode: the chunker sends first transfers in chunks (see `jobs::chunk`).
+    if engine.chunked() {
+        let (engine, stop) = (engine.clone(), rx.clone());
+        let every = Duration::from_millis(settings.feed_ms.max(10));
+        let liveness = Liveness::Beats {
+            every_ms: every.as_millis() as i64,
+        };
+        dog.spawn("chunker", liveness, |pulse| {
+            super::chunk::run(engine, pulse, stop)
         });
     }
     // The deliverer of outbound events (`jobs::outbound`).

@@ -21,7 +21,7 @@ use super::{Pool, Store, StoreError, on_pool};
 use crate::batch::{BatchId, ItemId};
 
 /// `batches.fed_line` of a batch whose every line has been claimed once.
-const FED_ALL: i64 = i64::MAX;
+pub(super) const FED_ALL: i64 = i64::MAX;
 
 /// A transaction that reads, then writes. On SQLite it starts `BEGIN IMMEDIATE`, holding the
 /// write lock from the start: a deferred transaction that has read cannot wait for the lock
@@ -65,9 +65,23 @@ impl Store {
         ttl_ms: i64,
         limit: i64,
     ) -> Result<Vec<ItemId>, StoreError> {
-        let mut ids = self.claim_due(now, ttl_ms, limit).await?;
+        self.claim_for_queue_as(now, ttl_ms, limit, false).await
+    }
+
+    /// [`Store::claim_for_queue`] of a worker in batch mode (`chunked`): items whose first
+    /// transfer the chunker sends (pending, a Dots user known, no key) are left to it
+    /// (`store::chunks`), and so is the walk along the batches' cursors, which the chunker
+    /// makes itself (it hands what it does not send to the feed as due).
+    pub async fn claim_for_queue_as(
+        &self,
+        now: i64,
+        ttl_ms: i64,
+        limit: i64,
+        chunked: bool,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let mut ids = self.claim_due(now, ttl_ms, limit, chunked).await?;
         let mut left = limit - ids.len() as i64;
-        if left > 0 {
+        if left > 0 && !chunked {
             // Paused batches are skipped, and a funds-held one is fed only up to the line
             // before its hold (`upto`; all of it is held when `hold_from_line` is NULL).
             let batches: Vec<(String, i64, Option<i64>)> = on_pool!(&self.pool, p => sqlx::query_as(
@@ -100,7 +114,16 @@ impl Store {
         now: i64,
         ttl_ms: i64,
         limit: i64,
+        chunked: bool,
     ) -> Result<Vec<ItemId>, StoreError> {
+        // Batch mode: the chunker's items (see `store::chunks`).
+        let chunkers = if chunked {
+            " AND NOT (state = 'pending' AND transfer_key IS NULL AND transfer_id IS NULL
+                   AND (dots_user_id IS NOT NULL
+                        OR EXISTS (SELECT 1 FROM payees p WHERE p.payee_id = items.payee_id)))"
+        } else {
+            ""
+        };
         const DUE: &str = "SELECT id FROM items
              WHERE state IN ('pending', 'transferring', 'transferred')
                AND next_attempt_at > 0 AND next_attempt_at <= $1
@@ -111,12 +134,14 @@ impl Store {
                                AND h.hold_reason = 'insufficient_funds'
                                AND items.state <> 'transferred'
                                AND items.line >= COALESCE(h.hold_from_line, 0))
+               {CHUNKERS}
              ORDER BY next_attempt_at LIMIT $3";
         let ids: Vec<String> = match &self.pool {
             Pool::Postgres(p) => {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "UPDATE items SET queued_until = $2 WHERE id IN ({DUE} FOR UPDATE SKIP LOCKED)
-                 RETURNING id"
+                    "UPDATE items SET queued_until = $2 WHERE id IN ({} FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                    DUE.replace("{CHUNKERS}", chunkers)
                 )))
                 .bind(now)
                 .bind(now + ttl_ms)
@@ -127,7 +152,8 @@ impl Store {
             // One writer at a time: the select and the update cannot interleave with another.
             Pool::Sqlite(p) => {
                 sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "UPDATE items SET queued_until = $2 WHERE id IN ({DUE}) RETURNING id"
+                    "UPDATE items SET queued_until = $2 WHERE id IN ({}) RETURNING id",
+                    DUE.replace("{CHUNKERS}", chunkers)
                 )))
                 .bind(now)
                 .bind(now + ttl_ms)

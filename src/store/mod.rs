@@ -16,6 +16,7 @@
 pub mod admin;
 mod batches;
 mod bulk;
+mod chunks;
 mod control;
 mod feed;
 mod funding;
@@ -35,6 +36,7 @@ mod writes;
 
 pub use crate::secret::redact_url;
 pub use batches::*;
+pub use chunks::{CallClose, ChunkOutcome, ChunkRecord, ChunkWritten, Handover, OpenChunk, Opened};
 pub use control::{Block, Blocked, PauseOutcome, ResumeOutcome};
 pub use funding::FundingVerdict;
 pub use items::*;

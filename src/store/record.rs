@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::batch::{BatchId, ItemId};
+use crate::batch::{BatchId, ChunkId, ItemId};
 use crate::item::{IdempotencyKey, ItemState, TransferOutcome};
 use crate::money::Cents;
 
@@ -16,7 +16,7 @@ pub(super) const ITEM_COLUMNS: &str = "id, batch_id, line, payee_id, amount_cent
     transfer_attempts, transfer_id, payout_flow_id, payout_link, payout_call_open, attempts,
     next_attempt_at, next_poll_at, polls, poll_errors, lease_owner, lease_until, last_error, api_calls,
     updated_at, step_since, step_first_error, event_version, reminders, reminder_due_at, reminder_pending,
-    unclaimed_at";
+    unclaimed_at, chunk_id";
 
 /// An item row as stored (text ids, integer flags).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -63,6 +63,7 @@ pub(super) struct ItemRow {
     reminder_due_at: Option<i64>,
     reminder_pending: Option<i64>,
     unclaimed_at: Option<i64>,
+    chunk_id: Option<String>,
 }
 
 /// An item as stored, parsed: ids, state, amount, key and outcome are domain types.
@@ -122,6 +123,8 @@ pub struct ItemRecord {
     pub reminder_pending: Option<i64>,
     /// When the item was marked unclaimed: still open after its last reminder.
     pub unclaimed_at: Option<i64>,
+    /// The chunk its first transfer went in (batch mode, `jobs::chunk`); `None`: sent alone.
+    pub chunk_id: Option<ChunkId>,
 }
 
 fn corrupt(column: &str, e: impl std::fmt::Display) -> StoreError {
@@ -198,6 +201,7 @@ impl TryFrom<ItemRow> for ItemRecord {
             reminder_due_at: r.reminder_due_at,
             reminder_pending: r.reminder_pending,
             unclaimed_at: r.unclaimed_at,
+            chunk_id: parse_opt("chunk_id", r.chunk_id)?,
         })
     }
 }

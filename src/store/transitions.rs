@@ -20,6 +20,22 @@ use crate::batch::ItemId;
 use crate::events::{self, ItemWrite};
 use crate::item::ItemState;
 
+/// Binds every value of `$binds` (a [`Binds`]) to the query `$q`, in order.
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for v in $binds.0 {
+            q = match v {
+                super::transitions::Bind::I(v) => q.bind(v),
+                super::transitions::Bind::S(v) => q.bind(v),
+                super::transitions::Bind::Null => q.bind(None::<String>),
+            };
+        }
+        q
+    }};
+}
+pub(super) use bind_all;
+
 impl Store {
     /// Appends an event that is not a state change (an API call outcome, an error, a poll).
     pub async fn record_event(
@@ -108,13 +124,7 @@ impl Store {
                 sqlx::query(outbox_batch::LOCK_BATCH_OF_ITEM).bind(id.to_string())
                     .execute(&mut *tx).await?;
             }
-            let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()));
-            for v in b.0 {
-                q = match v {
-                    Bind::I(v) => q.bind(v),
-                    Bind::S(v) => q.bind(v),
-                };
-            }
+            let q = bind_all!(sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone())), b);
             let row = q.fetch_optional(&mut *tx).await?;
             if let Some(r) = &row && touches {
                 let batch = r.batch_id.clone();
@@ -177,13 +187,7 @@ impl Store {
         );
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
-            let mut q = sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone()));
-            for v in b.0 {
-                q = match v {
-                    Bind::I(v) => q.bind(v),
-                    Bind::S(v) => q.bind(v),
-                };
-            }
+            let q = bind_all!(sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone())), b);
             let row = q.fetch_optional(&mut *tx).await?;
             if row.is_some() {
                 sqlx::query("INSERT INTO item_events (item_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
@@ -214,6 +218,8 @@ impl Store {
 pub(super) enum Bind {
     I(i64),
     S(String),
+    /// SQL NULL, typed as text.
+    Null,
 }
 
 impl From<i64> for Bind {
@@ -228,6 +234,16 @@ impl From<String> for Bind {
     }
 }
 
+impl From<Option<String>> for Bind {
+    /// `None` binds SQL NULL (as text).
+    fn from(v: Option<String>) -> Bind {
+        match v {
+            Some(s) => Bind::S(s),
+            None => Bind::Null,
+        }
+    }
+}
+
 impl From<&str> for Bind {
     fn from(v: &str) -> Bind {
         Bind::S(v.to_owned())
@@ -236,7 +252,7 @@ impl From<&str> for Bind {
 
 /// A statement's bind values in placeholder order: [`Binds::push`] hands out the next `$n`.
 #[derive(Debug, Default)]
-pub(super) struct Binds(Vec<Bind>);
+pub(super) struct Binds(pub(super) Vec<Bind>);
 
 impl Binds {
     /// Adds a value; answers its placeholder.

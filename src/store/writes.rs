@@ -140,6 +140,29 @@ impl Store {
             .await
     }
 
+    /// Phase 3 of a chunk's item that Dots refused (e.g. its user is unknown): the call is
+    /// closed with `outcome` and the item failed with `reason`, in one transaction, and the
+    /// chunker's lease (`owner`) released. `failed_at` as in
+    /// [`Store::record_transfer_failure`].
+    pub async fn record_transfer_refused(
+        &self,
+        id: ItemId,
+        outcome: CallOutcome,
+        reason: &str,
+        failed_at: Option<i64>,
+        owner: &str,
+    ) -> Result<Option<ItemRecord>, StoreError> {
+        let set = Set::new()
+            .raw("transfer_call_open = 0, next_poll_at = NULL")
+            .val("transfer_outcome", outcome.as_str())
+            .val("last_error", reason)
+            .and(charge(failed_at, reason));
+        let mut c = Change::new(set, reason);
+        c.release = Some(owner);
+        self.transition_with(id, ItemState::Transferring, ItemState::Failed, c)
+            .await
+    }
+
     // transferring -> transferred
 
     /// Phase 3, success: transferring -> transferred.
@@ -451,7 +474,7 @@ fn payout_intent_set() -> Set {
     Set::new().raw("payout_call_open = 1, api_calls = api_calls + 1")
 }
 
-const PAYOUT_INTENT_DETAIL: &str = "POST /v2/flows steps [payout]";
+pub(super) const PAYOUT_INTENT_DETAIL: &str = "POST /v2/flows steps [payout]";
 
 /// A failed item that is definitely unpaid (see [`Store::cancel_item`]), as SQL.
 fn definitely_unpaid_sql() -> String {

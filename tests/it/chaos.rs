@@ -11,6 +11,10 @@
 //!   retried within seconds. In CI a small run with a short first poll (`PAYRUN_CHAOS_POLL_ITEMS`,
 //!   default 200); the issue's full run (2,000 items, the shipped polling settings, 10 minutes)
 //!   is `#[ignore]`d: `cargo test --test it chaos::without_webhooks_2000 -- --ignored --nocapture`.
+//! - batch mode (`dots.transfer_mode = "batch"`, chunks of 100): the kills and faults of the
+//!   first variant, with first transfers sent in chunks through `POST /v2/transfer-batches`, so
+//!   a kill lands between a chunk's intent and its outcome and whole chunks' answers are
+//!   dropped. Size: `PAYRUN_CHAOS_BATCH_ITEMS` (default 500) and `PAYRUN_CHAOS_KILLS`.
 //!
 //! Payees finish their flows a second after they are made, so in both variants every item must
 //! end completed before the workers are stopped. (Waiting only until each item was terminal or
@@ -114,6 +118,8 @@ struct Variant {
     faults: &'static [&'static str],
     /// The `[worker]` section of the workers' config (empty: the shipped defaults).
     worker: &'static str,
+    /// More of the `[dots]` section (e.g. `transfer_mode`).
+    dots: &'static str,
     deadline: Duration,
 }
 
@@ -146,8 +152,34 @@ async fn three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_
             "0.01",
         ],
         worker: CHAOS_WORKER,
+        dots: "",
         // A liveness bound, not a speed target: 280-430 s measured on this 2-core machine with
         // the second chaos run and three compilers beside it.
+        deadline: Duration::from_secs(900),
+    })
+    .await;
+}
+
+/// The first variant in batch mode: chunks of 100 items, faults on every call (a chunk's
+/// answer dropped after Dots made it, stalls past the timeout, 5xx, 429) and random SIGKILLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_batch_mode_three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_once()
+{
+    run(Variant {
+        items: env_or("PAYRUN_CHAOS_BATCH_ITEMS", 500),
+        kills: env_or("PAYRUN_CHAOS_KILLS", 5),
+        faults: &[
+            "--error-rate",
+            "0.05",
+            "--drop-rate",
+            "0.03",
+            "--throttle-rate",
+            "0.02",
+            "--stall-rate",
+            "0.01",
+        ],
+        worker: CHAOS_WORKER,
+        dots: "transfer_mode = \"batch\"\ntransfer_batch_size = 100\n",
         deadline: Duration::from_secs(900),
     })
     .await;
@@ -163,6 +195,7 @@ async fn without_webhooks_under_5xx_every_item_is_paid_and_complete_soon_after_i
         kills: 0,
         faults: &["--error-rate", "0.05"],
         worker: "poll_schedule_secs = [3, 300, 1800, 3600]\n",
+        dots: "",
         deadline: Duration::from_secs(120),
     })
     .await;
@@ -178,6 +211,7 @@ async fn without_webhooks_2000_items_under_5xx_are_all_paid_within_ten_minutes()
         kills: 0,
         faults: &["--error-rate", "0.05"],
         worker: "",
+        dots: "",
         deadline: Duration::from_secs(600),
     })
     .await;
@@ -199,12 +233,13 @@ async fn run(v: Variant) {
         format!(
             r#"
 [database]
-# Two chaos runs share the test server with the rest of the suite: 3 workers x 8 connections
-# each keeps the pair well under PostgreSQL's default 100 clients (16 each did not).
-max_connections = 8
+# Three chaos runs share the test server with the rest of the suite: 3 workers x 6 connections
+# each keeps them well under PostgreSQL's default 100 clients (16 each did not, for two runs).
+max_connections = 6
 [dots]
 timeout_secs = 3
 connect_timeout_secs = 2
+{}
 [worker]
 {}
 [limits]
@@ -212,7 +247,7 @@ max_item_cents = 0
 max_batch_cents = 0
 approval_threshold_cents = 0
 "#,
-            v.worker
+            v.dots, v.worker
         ),
     )
     .unwrap();
@@ -389,6 +424,21 @@ approval_threshold_cents = 0
         ),
     );
     assert!(audit.ok(), "audit failed: {audit:?}");
+    if v.dots.contains("batch") {
+        // First transfers went in chunks.
+        let chunks = store.batch_chunks(batch).await.unwrap();
+        let done = chunks
+            .iter()
+            .filter(|c| c.state == payrun::batch::ChunkState::Done)
+            .count();
+        eprintln!(
+            "chunks: {} ({done} done, {} items in them, {} calls)",
+            chunks.len(),
+            chunks.iter().map(|c| c.items).sum::<i64>(),
+            chunks.iter().map(|c| c.sends).sum::<i64>()
+        );
+        assert!(done > 0, "no chunk was answered: {chunks:?}");
+    }
     assert_eq!(
         ledger.transfers.len(),
         audit.transfers,

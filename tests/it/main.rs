@@ -39,6 +39,7 @@ mod sim_api;
 mod sim_schema;
 mod store;
 mod systemic;
+mod transfer_batches;
 mod watchdog;
 mod webhook;
 mod webhook_flow;

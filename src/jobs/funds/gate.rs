@@ -46,6 +46,25 @@ impl Engine {
         Ok(None)
     }
 
+    /// Before the chunker's first chunk of `batch`: the batch's pre-flight, as
+    /// [`Engine::funds_gate`] runs it before a single transfer. `false`: it could not be
+    /// decided now (the balance unreadable); the batch is skipped this turn. A hold it writes
+    /// is in the batch row, which the chunk's intent reads.
+    pub(in crate::jobs) async fn funds_decided_for_chunk(
+        &self,
+        batch: BatchId,
+    ) -> Result<bool, JobError> {
+        if self.funds.config.app_id.is_none() || self.funds.lock_checked().contains(&batch) {
+            return Ok(true);
+        }
+        if let Err(e) = self.preflight(batch).await {
+            warn!(batch_id = %batch, error = %e, "funding pre-flight could not read the App balance");
+            return Ok(false);
+        }
+        self.refresh_gate().await;
+        Ok(true)
+    }
+
     /// Decides the batch's pre-flight if no worker has (see the module doc).
     async fn preflight(&self, batch: BatchId) -> Result<(), DotsError> {
         let store_err = |e: StoreError| DotsError::Retryable {
@@ -145,11 +164,29 @@ impl Engine {
         item: &ItemRecord,
         msg: &str,
     ) -> Result<Step, JobError> {
-        let now = self.now();
-        let at = now + PARK_MS;
+        let at = self.funds_park_until();
         self.store
             .record_transfer_refused_for_funds(item.id, msg, at)
             .await?;
+        self.funds_refused(item.batch_id, item.amount.get(), msg)
+            .await?;
+        Ok(Step::done(Next::RetryAt(at)))
+    }
+
+    /// When an item refused for funds looks again by itself (lifting the hold makes it due).
+    pub(in crate::jobs) fn funds_park_until(&self) -> i64 {
+        self.now() + PARK_MS
+    }
+
+    /// Dots refused `cents` of transfers of `batch` for funds (their calls closed already):
+    /// every batch still to pay is held, the probe backs off, this process sees the hold.
+    pub(in crate::jobs) async fn funds_refused(
+        &self,
+        batch: BatchId,
+        cents: i64,
+        msg: &str,
+    ) -> Result<(), JobError> {
+        let now = self.now();
         let unknown = if self.funds.config.app_id.is_none() {
             "; App balance unknown (set DOTS_APP_ID to see it)"
         } else {
@@ -157,7 +194,7 @@ impl Engine {
         };
         let detail = format!(
             "Dots refused a ${} transfer: the App wallet is short{unknown}",
-            format_cents(item.amount.get())
+            format_cents(cents)
         );
         let held = self.store.hold_all_for_funds(now, &detail).await?;
         {
@@ -169,8 +206,8 @@ impl Engine {
         }
         // Later items of this process must see the hold at once.
         self.refresh_gate().await;
-        warn!(batch_id = %item.batch_id, item_id = %item.id, batches_held = held, "App wallet short: {detail}; batches held for funds");
+        warn!(batch_id = %batch, batches_held = held, "App wallet short: {detail}; batches held for funds ({msg})");
         crate::metrics::funds_hold("held", held);
-        Ok(Step::done(Next::RetryAt(at)))
+        Ok(())
     }
 }
