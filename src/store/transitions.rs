@@ -26,9 +26,9 @@ macro_rules! bind_all {
         let mut q = $q;
         for v in $binds.0 {
             q = match v {
-                super::transitions::Bind::I(v) => q.bind(v),
-                super::transitions::Bind::S(v) => q.bind(v),
-                super::transitions::Bind::Null => q.bind(None::<String>),
+                $crate::store::transitions::Bind::I(v) => q.bind(v),
+                $crate::store::transitions::Bind::S(v) => q.bind(v),
+                $crate::store::transitions::Bind::Null => q.bind(None::<String>),
             };
         }
         q

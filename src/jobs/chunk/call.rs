@@ -1,28 +1,19 @@
 //! Phase 2 of a chunk: the call `POST /v2/transfer-batches`, its re-sends with the same keys,
 //! and the search for a transfer batch whose answer was lost (by our metadata, newest first).
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::warn;
 
+use super::{MAX_SENDS, SEARCH_PAGES, beat};
+use crate::batch::ChunkId;
+use crate::dots::client::DotsError;
+use crate::dots::types::{CreateTransferBatch, TransferBatch, TransferBatchItemRequest};
 use crate::jobs::chunk_plan::{
-    ChunkFailure, ChunkNext, ItemAnswer, ItemNext, after_chunk_failure, item_next, match_answers,
+    ChunkFailure, ChunkNext, ItemAnswer, after_chunk_failure, match_answers,
 };
 use crate::jobs::watchdog::Pulse;
 use crate::jobs::{Engine, JobError};
-use crate::batch::ChunkId;
-use crate::config::{PayoutFlowSetting, TransferBatchSize, TransferMode};
-use crate::dots::client::DotsError;
-use crate::dots::types::{
-    CreateTransferBatch, TransferBatch, TransferBatchItemRequest, TransferBatchStatus,
-};
-use crate::item::{CallOutcome, TransferOutcome};
-use crate::store::{
-    CallClose, ChunkOutcome, ChunkRecord, Handover, ItemRecord, OpenChunk, StoreError, now_ms,
-};
-use super::{MAX_SENDS, SEARCH_PAGES, beat};
+use crate::store::{OpenChunk, StoreError, now_ms};
 
 impl Engine {
     /// Phases 2 and 3 of a chunk whose intent is committed. `sends`: calls made so far
@@ -186,7 +177,6 @@ impl Engine {
         }
         Ok(found)
     }
-
 }
 
 /// The answers for the request's items from every batch Dots gave for the chunk.
@@ -206,4 +196,3 @@ pub(super) fn error_of(a: &ItemAnswer) -> String {
         _ => String::new(),
     }
 }
-

@@ -37,25 +37,12 @@ mod outcome;
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use serde_json::json;
 use tracing::{info, warn};
 
-use super::chunk_plan::{
-    ChunkFailure, ChunkNext, ItemAnswer, ItemNext, after_chunk_failure, item_next, match_answers,
-};
 use super::watchdog::Pulse;
 use super::{Engine, JobError};
-use crate::batch::ChunkId;
-use crate::config::{PayoutFlowSetting, TransferBatchSize, TransferMode};
-use crate::dots::client::DotsError;
-use crate::dots::types::{
-    CreateTransferBatch, TransferBatch, TransferBatchItemRequest, TransferBatchStatus,
-};
-use crate::item::{CallOutcome, TransferOutcome};
-use crate::store::{
-    CallClose, ChunkOutcome, ChunkRecord, Handover, ItemRecord, OpenChunk, StoreError, now_ms,
-};
+use crate::config::{TransferBatchSize, TransferMode};
+use crate::store::{ChunkOutcome, ChunkRecord, OpenChunk, now_ms};
 
 /// The most calls one chunk makes (the first and its re-sends with the same keys).
 const MAX_SENDS: u32 = 3;
@@ -201,7 +188,6 @@ impl Engine {
             .await?;
         Ok(n)
     }
-
 }
 
 fn beat(pulse: Option<&Pulse>) {

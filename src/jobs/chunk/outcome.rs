@@ -4,26 +4,18 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::jobs::chunk_plan::{
-    ChunkFailure, ChunkNext, ItemAnswer, ItemNext, after_chunk_failure, item_next, match_answers,
-};
-use crate::jobs::watchdog::Pulse;
-use crate::jobs::{Engine, JobError};
-use crate::batch::ChunkId;
-use crate::config::{PayoutFlowSetting, TransferBatchSize, TransferMode};
-use crate::dots::client::DotsError;
-use crate::dots::types::{
-    CreateTransferBatch, TransferBatch, TransferBatchItemRequest, TransferBatchStatus,
-};
-use crate::item::{CallOutcome, TransferOutcome};
-use crate::store::{
-    CallClose, ChunkOutcome, ChunkRecord, Handover, ItemRecord, OpenChunk, StoreError, now_ms,
-};
 use super::call::{error_of, merged};
 use super::{PENDING_READS, beat};
+use crate::config::PayoutFlowSetting;
+use crate::dots::client::DotsError;
+use crate::dots::types::{CreateTransferBatch, TransferBatch, TransferBatchStatus};
+use crate::item::{CallOutcome, TransferOutcome};
+use crate::jobs::chunk_plan::{ItemAnswer, ItemNext, item_next};
+use crate::jobs::watchdog::Pulse;
+use crate::jobs::{Engine, JobError};
+use crate::store::{CallClose, ChunkOutcome, Handover, ItemRecord, OpenChunk, now_ms};
 
 impl Engine {
     /// Phase 3 with Dots' answer(s) for the chunk.
@@ -169,7 +161,12 @@ impl Engine {
     /// time, as their jobs would make them — without a queue job each. An item that fails here
     /// is handed to the feed (its retry time is recorded, or it is deferred like a job that met
     /// a store error), so its job goes on later.
-    pub(super) async fn drive(&self, items: Vec<ItemRecord>, payout_intent_ours: bool, pulse: Option<&Pulse>) {
+    pub(super) async fn drive(
+        &self,
+        items: Vec<ItemRecord>,
+        payout_intent_ours: bool,
+        pulse: Option<&Pulse>,
+    ) {
         let concurrency = self.settings.concurrency.max(1);
         futures::stream::iter(items)
             .for_each_concurrent(concurrency, |item| async move {
@@ -264,7 +261,11 @@ impl Engine {
 
     /// Dots refused the chunk for funds: every item waits with no attempt counted, and every
     /// batch still to pay is held (as a single transfer's refusal does).
-    pub(super) async fn hold_chunk_for_funds(&self, chunk: &OpenChunk, msg: &str) -> Result<(), JobError> {
+    pub(super) async fn hold_chunk_for_funds(
+        &self,
+        chunk: &OpenChunk,
+        msg: &str,
+    ) -> Result<(), JobError> {
         let out = ChunkOutcome {
             closed: vec![(
                 chunk.items.iter().map(|i| i.id).collect(),
@@ -296,4 +297,3 @@ impl Engine {
         }
     }
 }
-

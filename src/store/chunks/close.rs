@@ -2,7 +2,6 @@
 //! transaction.
 
 use super::*;
-use crate::store::feed::BeginWrite as _;
 
 impl Store {
     /// Phase 3 of a chunk (see the module doc), with the chunker's lease `owner`.
@@ -129,5 +128,4 @@ impl Store {
         });
         Ok(written)
     }
-
 }

@@ -23,9 +23,6 @@
 //!   their leases lapse and each item's job reconciles it alone (the transfer protocol), or a
 //!   chunker takes the whole chunk over ([`Store::take_over_chunk`]).
 
-mod close;
-mod open;
-
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
@@ -81,6 +78,10 @@ macro_rules! insert_events {
         }
     }};
 }
+
+// After the macro: `macro_rules!` is in scope only below its definition.
+mod close;
+mod open;
 
 /// A chunk whose phase 1 is committed: the items as written, in file order.
 #[derive(Debug, Clone)]

@@ -2,7 +2,6 @@
 //! item's intent and key, the feed cursor walked), one transaction.
 
 use super::*;
-use crate::store::feed::BeginWrite as _;
 
 /// The pending items of a batch whose payee has a Dots user (on the item, or remembered from an
 /// earlier batch): `i` is `items`, `p` its payee's row (LEFT JOIN).
@@ -47,6 +46,44 @@ const WALK_SQL: &str = "SELECT i.id, i.transfer_key_gen,
      WHERE i.id > $1 AND i.id <= $2 ORDER BY i.id LIMIT $4";
 
 impl Store {
+    /// Batches a chunker may find work in, oldest first: approved and not paused, with lines
+    /// past their feed cursor (not held back by a funds hold), or with items handed to the feed
+    /// and waiting for a chunk.
+    pub async fn chunk_batches(&self, limit: i64) -> Result<Vec<BatchId>, StoreError> {
+        let walk: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
+            "SELECT id FROM batches WHERE status = 'approved' AND fed_line < $1 AND paused_at IS NULL
+               AND (hold_reason IS NULL OR hold_reason <> 'insufficient_funds'
+                    OR fed_line < COALESCE(hold_from_line, 0) - 1)
+             ORDER BY created_at LIMIT $2")
+            .bind(FED_ALL).bind(limit).fetch_all(p).await?);
+        let mut ids = walk;
+        // The distinct batches of `items_chunkable` with an item a chunk can take (its payee's
+        // Dots user known), approved and not paused: one probe of the index each.
+        let mut after = String::new();
+        for _ in 0..limit {
+            let next: Option<String> = on_pool!(&self.pool, p => sqlx::query_scalar(
+                "SELECT i.batch_id FROM items i
+                   JOIN batches b ON b.id = i.batch_id
+                   LEFT JOIN payees p ON p.payee_id = i.payee_id
+                 WHERE i.state = 'pending' AND i.transfer_key IS NULL AND i.next_attempt_at > 0
+                   AND i.batch_id > $1 AND b.status = 'approved' AND b.paused_at IS NULL
+                   AND (i.dots_user_id IS NOT NULL OR p.dots_user_id IS NOT NULL)
+                 ORDER BY i.batch_id LIMIT 1")
+                .bind(&after).fetch_optional(p).await?);
+            let Some(b) = next else { break };
+            if !ids.contains(&b) {
+                ids.push(b.clone());
+            }
+            after = b;
+        }
+        ids.iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("batch id: {e}")))
+            })
+            .collect()
+    }
+
     /// Phase 1 of a chunk of `batch` (see the module doc): up to `max` items, leased to `owner`
     /// until `lease_until`; `now` is the engine's clock (the keys' birth time), `db_now` the
     /// store's (leases, the feed). Walks at most `walk` lines past the feed cursor.
@@ -233,5 +270,4 @@ impl Store {
             })
         })
     }
-
 }
