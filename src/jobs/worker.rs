@@ -34,6 +34,9 @@ use super::watchdog::{Liveness, Pulse, Watchdog};
 use super::{Engine, ItemJob, Next, Queue, feed};
 use crate::store::now_ms;
 
+/// How often the settle sweep runs (see the "settler" component).
+const SETTLE_SWEEP: Duration = Duration::from_secs(5);
+
 /// A cron job registered beside the poller (e.g. a scheduled batch). `run` gets the tick's
 /// scheduled time in unix ms.
 #[derive(Clone)]
@@ -179,6 +182,30 @@ pub async fn run(
                     Ok(_) => pulse.ok(),
                     Err(e) => {
                         warn!(error = %e, "pruning finished jobs failed");
+                        pulse.failed(&e);
+                    }
+                }
+            }
+        });
+    }
+    // The settle sweep: a batch is reported settled/completed right after the item write that
+    // made it so (`Store::report_if_settled`); this catches the one whose writer died between
+    // its commit and that check.
+    {
+        let (store, mut stop) = (engine.store.clone(), rx.clone());
+        let liveness = Liveness::Beats {
+            every_ms: SETTLE_SWEEP.as_millis() as i64,
+        };
+        dog.spawn("settler", liveness, |pulse| async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(SETTLE_SWEEP) => {}
+                    _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
+                }
+                match store.report_settled_batches().await {
+                    Ok(_) => pulse.ok(),
+                    Err(e) => {
+                        warn!(error = %e, "the settle sweep failed");
                         pulse.failed(&e);
                     }
                 }

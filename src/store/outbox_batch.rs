@@ -10,11 +10,26 @@
 //!   bumps nothing and writes no event: each statement's `WHERE` says what a change is;
 //! - a batch is reported settled (or completed) once per settling: the marker column
 //!   `settled_version` (`completed_version`) is set by the statement that writes the event and
-//!   cleared when an item moves back to work. On PostgreSQL the item write locks the batch row
-//!   first ([`LOCK_BATCH_OF_ITEM`]), so of two items settling at once the second one's check
-//!   runs after the first committed and sees both.
+//!   cleared when an item moves back to work (in that item's transaction, the batch row locked
+//!   first on PostgreSQL: [`LOCK_BATCH_OF_ITEM`]).
+//! - whether a batch is settled is checked **after** each settling item write commits
+//!   ([`Store::report_if_settled`]): a lock-free probe ([`may_settle_sql`]), and only when it says
+//!   the batch may be settled, a short transaction that locks the batch row and writes the
+//!   event under the guard of the markers. Of items settling at once, the one that commits last
+//!   finds every other committed, so the batch is reported; a process that dies between its
+//!   commit and its check leaves the report to the worker's periodic sweep
+//!   ([`Store::report_settled_batches`]).
+//!
+//! Why not in the item's transaction: there, every settling item had to lock the batch row
+//!   until its commit, so all items of a batch were written one at a time (measured on
+//!   PostgreSQL: 94 % of the sampled active statements were waiting for that lock, and items/s
+//!   fell as the batch grew).
 
+use sqlx::AssertSqlSafe;
+
+use super::feed::BeginWrite as _;
 use super::outbox::OutboxRow;
+use super::{Pool, Store, StoreError, now_ms, on_pool};
 use crate::events::{BatchData, EventType};
 use crate::item::ItemState;
 
@@ -105,15 +120,41 @@ const NOT_TERMINAL: &str =
 /// The item states that are not settled (neither terminal nor waiting on the payee).
 const NOT_SETTLED: &str = "('pending', 'transferring', 'transferred')";
 
-/// PostgreSQL: locks the batch row of item `$1` before the item write (batch, then item: the
-/// order `resume_batch` and the funds hold take them in too, so no deadlock).
+/// PostgreSQL: locks the batch row of item `$1` before an item write that moves it back to
+/// work (batch, then item: the order `resume_batch` and the funds hold take them in too, so no
+/// deadlock).
 pub(super) const LOCK_BATCH_OF_ITEM: &str = "SELECT 1 FROM batches
      WHERE id = (SELECT batch_id FROM items WHERE id = $1) FOR NO KEY UPDATE";
 
-/// Whether a transition `from -> to` can settle, complete or unsettle its batch (and so takes
-/// the batch lock and runs the checks).
-pub(super) fn touches_batch(from: ItemState, to: ItemState) -> bool {
-    to.is_settled() || from.is_settled()
+/// PostgreSQL: locks batch `$1` for its settle check (no item is written in that transaction).
+const LOCK_BATCH: &str = "SELECT 1 FROM batches WHERE id = $1 FOR NO KEY UPDATE";
+
+/// Whether a transition to `to` can settle or complete its batch (its writer then runs
+/// [`Store::report_if_settled`] after committing).
+pub(super) fn settles(to: ItemState) -> bool {
+    to.is_settled()
+}
+
+/// Whether a transition `from -> to` moves an item back to work (its transaction clears the
+/// batch's markers: [`UNSETTLE`]).
+pub(super) fn unsettles(from: ItemState, to: ItemState) -> bool {
+    from.is_settled() && !to.is_settled()
+}
+
+/// Lock-free: 1 if batch `$1` may be reported settled or completed now (not reported yet, and
+/// no item left that would stop it), else 0. Each `NOT EXISTS` is one probe of the partial index
+/// `items_not_terminal` while the batch has work left.
+pub(super) fn may_settle_sql() -> String {
+    format!(
+        "SELECT CAST(CASE WHEN
+             (b.settled_version IS NULL AND NOT EXISTS (SELECT 1 FROM items
+                 WHERE items.batch_id = b.id AND items.state IN {NOT_TERMINAL}
+                   AND items.state IN {NOT_SETTLED}))
+          OR (b.completed_version IS NULL AND NOT EXISTS (SELECT 1 FROM items
+                 WHERE items.batch_id = b.id AND items.state IN {NOT_TERMINAL}))
+          THEN 1 ELSE 0 END AS BIGINT)
+         FROM batches b WHERE b.id = $1"
+    )
 }
 
 /// The batch (`$1`) is settled now and not yet reported so: bump and mark.
@@ -142,41 +183,50 @@ pub(super) const UNSETTLE: &str =
     "UPDATE batches SET settled_version = NULL, completed_version = NULL
      WHERE id = $1 AND (settled_version IS NOT NULL OR completed_version IS NOT NULL)";
 
-/// After an item's write `from -> to` in batch `$batch` (inside its transaction on `$tx`):
-/// reports the batch settled / completed if this write made it so, or clears the markers if
-/// the item moved back to work.
-macro_rules! settle_batch_events {
-    ($tx:expr, $batch:expr, $from:expr, $to:expr, $now:expr) => {{
-        use crate::events::EventType;
-        let (from, to): (crate::item::ItemState, crate::item::ItemState) = ($from, $to);
-        if to.is_settled() {
-            super::outbox_batch::batch_event_update!(
-                $tx,
-                super::outbox_batch::settle_sql(),
-                [$batch],
-                EventType::BatchSettled,
-                super::outbox_batch::Why::None,
-                $now
-            );
-            if to.is_terminal() {
-                super::outbox_batch::batch_event_update!(
-                    $tx,
-                    super::outbox_batch::complete_sql(),
-                    [$batch],
-                    EventType::BatchCompleted,
-                    super::outbox_batch::Why::None,
-                    $now
-                );
-            }
-        } else if from.is_settled() {
-            sqlx::query(super::outbox_batch::UNSETTLE)
-                .bind($batch)
-                .execute($tx)
-                .await?;
+/// Approved batches not yet reported both settled and completed: what the sweep looks at.
+const UNREPORTED: &str = "SELECT id FROM batches
+     WHERE status = 'approved' AND (settled_version IS NULL OR completed_version IS NULL)
+     ORDER BY created_at";
+
+impl Store {
+    /// Reports batch `batch` settled and/or completed if it is so now and was not reported:
+    /// called after a settling item write has committed (see the module doc), and by the sweep.
+    /// Returns how many batch events it wrote.
+    pub async fn report_if_settled(&self, batch: &str) -> Result<usize, StoreError> {
+        let may = may_settle_sql();
+        let may: Option<i64> = on_pool!(&self.pool, p => sqlx::query_scalar(AssertSqlSafe(may))
+            .bind(batch).fetch_optional(p).await?);
+        if may != Some(1) {
+            return Ok(0);
         }
-    }};
+        let lock = matches!(self.pool, Pool::Postgres(_));
+        let now = now_ms();
+        Ok(on_pool!(&self.pool, p => {
+            let mut tx = p.begin_write().await?;
+            if lock {
+                sqlx::query(LOCK_BATCH).bind(batch).execute(&mut *tx).await?;
+            }
+            let settled = batch_event_update!(&mut *tx, settle_sql(), [batch],
+                EventType::BatchSettled, Why::None, now);
+            let completed = batch_event_update!(&mut *tx, complete_sql(), [batch],
+                EventType::BatchCompleted, Why::None, now);
+            tx.commit().await?;
+            settled.len() + completed.len()
+        }))
+    }
+
+    /// The sweep behind [`Store::report_if_settled`]: every approved batch not yet reported
+    /// settled and completed is checked. Returns how many batch events it wrote.
+    pub async fn report_settled_batches(&self) -> Result<usize, StoreError> {
+        let ids: Vec<String> = on_pool!(&self.pool, p => sqlx::query_scalar(UNREPORTED)
+            .fetch_all(p).await?);
+        let mut written = 0;
+        for id in ids {
+            written += self.report_if_settled(&id).await?;
+        }
+        Ok(written)
+    }
 }
-pub(super) use settle_batch_events;
 
 #[cfg(test)]
 mod tests {

@@ -114,10 +114,11 @@ impl Store {
             b.push(id.to_string()),
             b.push(from.as_str()),
         );
-        // Settling, completing or unsettling the batch is decided in this transaction; on
-        // PostgreSQL the batch row is locked first (see `outbox_batch`).
-        let touches = outbox_batch::touches_batch(from, to);
-        let lock_batch = touches && matches!(self.pool, super::Pool::Postgres(_));
+        // Moving an item back to work clears its batch's settled/completed markers in this
+        // transaction (the batch row locked first on PostgreSQL); settling is checked after
+        // the commit (see `outbox_batch`).
+        let unsettles = outbox_batch::unsettles(from, to);
+        let lock_batch = unsettles && matches!(self.pool, super::Pool::Postgres(_));
         let row = on_pool!(&self.pool, p => {
             let mut tx = p.begin().await?;
             if lock_batch {
@@ -126,9 +127,8 @@ impl Store {
             }
             let q = bind_all!(sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone())), b);
             let row = q.fetch_optional(&mut *tx).await?;
-            if let Some(r) = &row && touches {
-                let batch = r.batch_id.clone();
-                outbox_batch::settle_batch_events!(&mut *tx, &batch, from, to, now);
+            if let Some(r) = &row && unsettles {
+                sqlx::query(outbox_batch::UNSETTLE).bind(&r.batch_id).execute(&mut *tx).await?;
             }
             if row.is_some() {
                 if let Some((payee_id, user_id)) = c.payee {
@@ -153,6 +153,13 @@ impl Store {
             tx.commit().await?;
             row
         });
+        if let Some(r) = &row
+            && outbox_batch::settles(to)
+            && let Err(e) = self.report_if_settled(&r.batch_id).await
+        {
+            // The item's write stands; the worker's sweep reports the batch later.
+            tracing::warn!(batch_id = %r.batch_id, error = %e, "the batch's settle check failed");
+        }
         typed(row)
     }
 
