@@ -147,17 +147,11 @@ impl Engine {
         if !payout_intent_ours && self.store.record_payout_intent(id).await?.is_none() {
             return Ok(Step::Changed); // not transferred any more: no flow to make
         }
-        let mut metadata = item_metadata(item, "payout");
-        if let Some(n) = item.reminder_pending {
-            metadata["payrun_reminder"] = json!(reminder_key(item, n));
-        }
-        let req = CreateFlow {
-            steps: vec![json!("payout")],
-            user_id: Some(user),
-            metadata: Some(metadata),
-            require_auth: None,
-        };
-        match self.dots.create_flow(&req).await {
+        match self
+            .dots
+            .create_flow(&payout_flow_request(item, user))
+            .await
+        {
             Ok(flow) => {
                 let owner = Some(&*self.owner);
                 let made = self.flow_made(item, flow.id, &flow.link);
@@ -179,7 +173,12 @@ impl Engine {
 impl Engine {
     /// A payout flow just made for `item`, as recorded: its first poll, and whether it is a
     /// reminder's and when the next reminder is due (`jobs::remind`).
-    fn flow_made<'a>(&self, item: &ItemRecord, flow_id: Uuid, link: &'a str) -> FlowMade<'a> {
+    pub(super) fn flow_made<'a>(
+        &self,
+        item: &ItemRecord,
+        flow_id: Uuid,
+        link: &'a str,
+    ) -> FlowMade<'a> {
         let sent = item.reminder_pending.unwrap_or(item.reminders);
         FlowMade {
             flow_id,
@@ -188,6 +187,21 @@ impl Engine {
             reminder: item.reminder_pending,
             reminder_due_at: remind::next_due(&self.reminders, sent, self.now()),
         }
+    }
+}
+
+/// The request that makes `item`'s payout flow for Dots user `user` (its metadata is what a
+/// retry looks the flow up by).
+pub(super) fn payout_flow_request(item: &ItemRecord, user: Uuid) -> CreateFlow {
+    let mut metadata = item_metadata(item, "payout");
+    if let Some(n) = item.reminder_pending {
+        metadata["payrun_reminder"] = json!(reminder_key(item, n));
+    }
+    CreateFlow {
+        steps: vec![json!("payout")],
+        user_id: Some(user),
+        metadata: Some(metadata),
+        require_auth: None,
     }
 }
 

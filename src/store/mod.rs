@@ -20,6 +20,7 @@ mod chunks;
 mod control;
 mod feed;
 mod funding;
+mod guarded;
 mod items;
 mod migrate_lock;
 mod outbox;

@@ -13,7 +13,6 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::outbox::{insert_outbox_row, item_event_rows};
-use super::outbox_batch;
 use super::record::{ITEM_COLUMNS, ItemRow, typed};
 use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
@@ -62,105 +61,6 @@ impl Store {
     ) -> Result<Option<ItemRecord>, StoreError> {
         self.transition_with(id, from, to, Change::new(set, detail))
             .await
-    }
-
-    /// [`Store::transition`] with what else goes in its transaction (see [`Change`]).
-    pub(super) async fn transition_with(
-        &self,
-        id: ItemId,
-        from: ItemState,
-        to: ItemState,
-        c: Change<'_>,
-    ) -> Result<Option<ItemRecord>, StoreError> {
-        if !from.can_become(to) {
-            return Err(StoreError::IllegalTransition { from, to });
-        }
-        let now = now_ms();
-        let mut b = Binds::default();
-        let mut set = Set::new().val("state", to.as_str()).val("updated_at", now);
-        if to != ItemState::Failed {
-            // A new step: its attempts and its time budget start over. (A failed item keeps
-            // its history for the report.)
-            set = set.raw("attempts = 0, step_since = NULL, step_first_error = NULL");
-        }
-        // The outbound events this write implies, versioned by the same statement.
-        let kinds = events::item_events(ItemWrite {
-            to: Some(to),
-            sets_onboarding_link: c.set.sets("onboarding_link"),
-            sets_payout_link: c.set.sets("payout_link"),
-            reminder: c.reminder,
-        });
-        if !kinds.is_empty() {
-            set = set.add("event_version", kinds.len() as i64);
-        }
-        let set = set.and(c.set).render(&mut b);
-        let release = match c.release {
-            // As `release_lease`, in this statement: only this owner's lease. (SET expressions
-            // read the row as it was, so both CASEs see the old owner.)
-            Some(owner) => {
-                let k = b.push(owner);
-                format!(
-                    ", lease_owner = CASE WHEN lease_owner = {k} THEN NULL ELSE lease_owner END,
-                     lease_until = CASE WHEN lease_owner = {k} THEN 0 ELSE lease_until END,
-                     queued_until = CASE WHEN lease_owner = {k} THEN 0 ELSE queued_until END"
-                )
-            }
-            None => String::new(),
-        };
-        let guard = c.guard.map(|g| format!(" AND ({g})")).unwrap_or_default();
-        let sql = format!(
-            "UPDATE items SET {set}{release} WHERE id = {} AND state = {}{guard}
-             RETURNING {ITEM_COLUMNS}",
-            b.push(id.to_string()),
-            b.push(from.as_str()),
-        );
-        // Moving an item back to work clears its batch's settled/completed markers in this
-        // transaction (the batch row locked first on PostgreSQL); settling is checked after
-        // the commit (see `outbox_batch`).
-        let unsettles = outbox_batch::unsettles(from, to);
-        let lock_batch = unsettles && matches!(self.pool, super::Pool::Postgres(_));
-        let row = on_pool!(&self.pool, p => {
-            let mut tx = p.begin().await?;
-            if lock_batch {
-                sqlx::query(outbox_batch::LOCK_BATCH_OF_ITEM).bind(id.to_string())
-                    .execute(&mut *tx).await?;
-            }
-            let q = bind_all!(sqlx::query_as::<_, ItemRow>(AssertSqlSafe(sql.clone())), b);
-            let row = q.fetch_optional(&mut *tx).await?;
-            if let Some(r) = &row && unsettles {
-                sqlx::query(outbox_batch::UNSETTLE).bind(&r.batch_id).execute(&mut *tx).await?;
-            }
-            if row.is_some() {
-                if let Some((payee_id, user_id)) = c.payee {
-                    sqlx::query(REMEMBER_PAYEE)
-                        .bind(payee_id).bind(user_id.to_string()).bind(now)
-                        .execute(&mut *tx).await?;
-                }
-                let events = sqlx::query(if c.also.is_some() { STATE_AND_DETAIL_EVENTS } else { STATE_EVENT })
-                    .bind(id.to_string()).bind(now).bind(from.as_str()).bind(to.as_str()).bind(c.detail);
-                match c.also {
-                    Some((kind, detail)) => events.bind(kind).bind(detail),
-                    None => events,
-                }
-                .execute(&mut *tx).await?;
-                if !kinds.is_empty() {
-                    let written = ItemRecord::try_from(row.clone().expect("checked"))?;
-                    for r in item_event_rows(&written, &kinds, now) {
-                        insert_outbox_row!(&mut *tx, r);
-                    }
-                }
-            }
-            tx.commit().await?;
-            row
-        });
-        if let Some(r) = &row
-            && outbox_batch::settles(to)
-            && let Err(e) = self.report_if_settled(&r.batch_id).await
-        {
-            // The item's write stands; the worker's sweep reports the batch later.
-            tracing::warn!(batch_id = %r.batch_id, error = %e, "the batch's settle check failed");
-        }
-        typed(row)
     }
 
     /// Updates columns without a state change, guarded by the current state, with an event.
@@ -369,18 +269,18 @@ impl<'a> Change<'a> {
     }
 }
 
-const STATE_EVENT: &str =
+pub(super) const STATE_EVENT: &str =
     "INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
      VALUES ($1, $2, 'state', $3, $4, $5)";
 
 /// A state change's event and a second one (`$6` kind, `$7` detail), in this order.
-const STATE_AND_DETAIL_EVENTS: &str =
+pub(super) const STATE_AND_DETAIL_EVENTS: &str =
     "INSERT INTO item_events (item_id, at, kind, from_state, to_state, detail)
      VALUES ($1, $2, 'state', $3, $4, $5), ($1, $2, $6, NULL, NULL, $7)";
 
 /// payee_id -> Dots user, written only when it is new or changed (a payee paid again is
 /// usually known already: no row write, no WAL).
-const REMEMBER_PAYEE: &str = "INSERT INTO payees (payee_id, dots_user_id, updated_at) VALUES ($1, $2, $3)
+pub(super) const REMEMBER_PAYEE: &str = "INSERT INTO payees (payee_id, dots_user_id, updated_at) VALUES ($1, $2, $3)
      ON CONFLICT (payee_id) DO UPDATE SET dots_user_id = excluded.dots_user_id, updated_at = excluded.updated_at
      WHERE payees.dots_user_id <> excluded.dots_user_id";
 

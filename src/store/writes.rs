@@ -5,8 +5,9 @@
 
 use uuid::Uuid;
 
+use super::guarded::Prepared;
 use super::transitions::{Change, Set};
-use super::{ItemRecord, Store, StoreError, on_pool};
+use super::{ItemRecord, Store, StoreError, now_ms, on_pool};
 use crate::batch::ItemId;
 use crate::item::{IdempotencyKey, ItemState, TransferOutcome};
 
@@ -233,36 +234,32 @@ impl Store {
         flow: FlowMade<'_>,
         release: Option<&str>,
     ) -> Result<Option<ItemRecord>, StoreError> {
-        let FlowMade {
-            flow_id,
-            link,
-            next_poll_at,
-            reminder,
-            reminder_due_at,
-        } = flow;
-        let detail = match reminder {
-            Some(n) => format!("payout flow {flow_id} created for reminder {n}: {link}"),
-            None => format!("payout flow {flow_id} created: {link}"),
-        };
-        let mut set = Set::new()
-            .val("payout_flow_id", flow_id.to_string())
-            .val("payout_link", link)
-            .raw("payout_call_open = 0")
-            .val("next_poll_at", next_poll_at)
-            .raw("polls = 0, poll_errors = 0, next_attempt_at = 1, last_error = NULL")
-            .raw("reminder_pending = NULL");
-        set = match reminder_due_at {
-            Some(at) => set.val("reminder_due_at", at),
-            None => set.raw("reminder_due_at = NULL"),
-        };
-        if let Some(n) = reminder {
-            set = set.val("reminders", n);
-        }
-        let mut c = Change::new(set, &detail);
-        c.release = release;
-        c.reminder = reminder;
+        let detail = payout_flow_detail(&flow);
+        let c = payout_flow_change(&flow, &detail, release);
         let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
         self.transition_with(id, from, to, c).await
+    }
+
+    /// [`Store::record_payout_flow`] for several items in one transaction (each guarded, with
+    /// its events, as alone: `store::guarded`), the lease of `release` released. Returns each
+    /// item's row as written (`None`: not transferred any more), in order.
+    pub async fn record_payout_flows(
+        &self,
+        flows: &[(ItemId, FlowMade<'_>)],
+        release: &str,
+    ) -> Result<Vec<Option<ItemRecord>>, StoreError> {
+        let now = now_ms();
+        let details: Vec<String> = flows.iter().map(|(_, f)| payout_flow_detail(f)).collect();
+        let (from, to) = (ItemState::Transferred, ItemState::AwaitingPayout);
+        let many = flows
+            .iter()
+            .zip(&details)
+            .map(|((id, flow), detail)| {
+                let c = payout_flow_change(flow, detail, Some(release));
+                Prepared::new(*id, from, to, c, now)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.transitions_with(many, now).await
     }
 
     /// awaiting_payout -> completed.
@@ -488,4 +485,41 @@ fn definitely_unpaid_sql() -> String {
          (transfer_attempts <= 1 AND transfer_outcome IN ({})))",
         proves.join(", ")
     )
+}
+
+/// The event detail of a payout flow made.
+fn payout_flow_detail(flow: &FlowMade<'_>) -> String {
+    match flow.reminder {
+        Some(n) => format!(
+            "payout flow {} created for reminder {n}: {}",
+            flow.flow_id, flow.link
+        ),
+        None => format!("payout flow {} created: {}", flow.flow_id, flow.link),
+    }
+}
+
+/// The write that records a payout flow made (transferred -> awaiting_payout).
+fn payout_flow_change<'a>(
+    flow: &FlowMade<'a>,
+    detail: &'a str,
+    release: Option<&'a str>,
+) -> Change<'a> {
+    let mut set = Set::new()
+        .val("payout_flow_id", flow.flow_id.to_string())
+        .val("payout_link", flow.link)
+        .raw("payout_call_open = 0")
+        .val("next_poll_at", flow.next_poll_at)
+        .raw("polls = 0, poll_errors = 0, next_attempt_at = 1, last_error = NULL")
+        .raw("reminder_pending = NULL");
+    set = match flow.reminder_due_at {
+        Some(at) => set.val("reminder_due_at", at),
+        None => set.raw("reminder_due_at = NULL"),
+    };
+    if let Some(n) = flow.reminder {
+        set = set.val("reminders", n);
+    }
+    let mut c = Change::new(set, detail);
+    c.release = release;
+    c.reminder = flow.reminder;
+    c
 }

@@ -226,6 +226,42 @@ async fn a_batch_whose_items_finish_is_settled_once_and_completed_once(b: Backen
     );
 }
 
+on_both_backends!(
+    a_batch_finished_by_writers_that_died_before_their_check_is_reported_by_the_sweep
+);
+
+async fn a_batch_finished_by_writers_that_died_before_their_check_is_reported_by_the_sweep(
+    b: Backend,
+) {
+    let app = spawn_app(b, quiet_sim()).await;
+    let batch = known_batch(&app, 3).await;
+    // Each item's completion committed, and its writer died before the settle check that
+    // follows the commit (as `complete_item` would have written it, minus that check).
+    raw_exec(
+        &app,
+        &format!("UPDATE items SET state = 'completed' WHERE batch_id = '{batch}'"),
+    )
+    .await;
+    let reported = |app: &TestApp| {
+        let store = app.store.clone();
+        async move {
+            store
+                .outbox_events(Some(batch))
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.kind == EventType::BatchCompleted)
+                .count()
+        }
+    };
+    assert_eq!(reported(&app).await, 0, "nothing checked yet");
+    assert_eq!(app.store.report_settled_batches().await.unwrap(), 1);
+    assert_eq!(reported(&app).await, 1);
+    // Reported once: the next sweep finds nothing to say.
+    assert_eq!(app.store.report_settled_batches().await.unwrap(), 0);
+    assert_eq!(reported(&app).await, 1);
+}
+
 async fn a_write_whose_guard_fails_writes_no_event(b: Backend) {
     let app = spawn_app(b, quiet_sim()).await;
     let batch = known_batch(&app, 1).await;

@@ -33,6 +33,7 @@
 //! one call.
 
 mod call;
+mod drive;
 mod outcome;
 
 use std::time::Duration;

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use tracing::warn;
 
 use super::call::{error_of, merged};
@@ -155,32 +154,6 @@ impl Engine {
         tracing::debug!(chunk_id = %chunk.id, made = written.made.len(), closed = written.closed.len(), "chunk done");
         self.drive(written.handed, payout_intent, pulse).await;
         Ok(())
-    }
-
-    /// The next steps of items the chunk paid (their payout flow), `worker.concurrency` at a
-    /// time, as their jobs would make them — without a queue job each. An item that fails here
-    /// is handed to the feed (its retry time is recorded, or it is deferred like a job that met
-    /// a store error), so its job goes on later.
-    pub(super) async fn drive(
-        &self,
-        items: Vec<ItemRecord>,
-        payout_intent_ours: bool,
-        pulse: Option<&Pulse>,
-    ) {
-        let concurrency = self.settings.concurrency.max(1);
-        futures::stream::iter(items)
-            .for_each_concurrent(concurrency, |item| async move {
-                let id = item.id;
-                if let Err(e) = self.work_held(item, payout_intent_ours).await {
-                    warn!(item_id = %id, error = %e, "the step after a chunk's transfer failed");
-                    let at = now_ms() + self.backoff(3, None).as_millis() as i64;
-                    if let Err(e) = self.store.defer_item(id, at).await {
-                        warn!(item_id = %id, error = %e, "cannot defer the item");
-                    }
-                }
-                beat(pulse);
-            })
-            .await;
     }
 
     /// Every item's call closed with `outcome` (nothing moved); each item goes on alone with
