@@ -9,11 +9,18 @@ use super::outbox::insert_outbox_row;
 use super::outbox_batch::{
     BATCH_EVENT_COLUMNS, BatchEventRow, Why, batch_event_rows, batch_event_update,
 };
-use super::{Store, StoreError, now_ms, on_pool};
+use super::{Pool, Store, StoreError, now_ms, on_pool};
 use crate::batch::BatchId;
 use crate::batch::{Row, RowError};
 use crate::events::EventType;
 use crate::item::ItemState;
+
+/// PostgreSQL: a batch of at least this many rows is followed by `ANALYZE items`. Until
+/// autovacuum gets to a freshly loaded table its statistics say it is empty, and the planner
+/// then reads every pending item of the table for each chunk's `UPDATE … FROM (VALUES …)`
+/// (measured: 200 ms per chunk of 500 with 400,000 items loaded; batch mode fell with the
+/// batch's size). A bulk load followed by `ANALYZE` is PostgreSQL's own advice.
+const ANALYZE_AFTER_ROWS: i64 = 10_000;
 
 /// A batch about to be stored.
 #[derive(Debug, Clone)]
@@ -286,7 +293,15 @@ impl Store {
             tx.commit().await?;
             Ok(Ok(Created::New(StoredBatch { id, items: written.rows, total_cents: written.total_cents, awaiting_approval: awaiting, content_hash: hash, needing_known_payee: written.needing_known_payee })))
         }.await);
-        res?
+        let created = res??;
+        if let Created::New(b) = &created
+            && b.items >= ANALYZE_AFTER_ROWS
+            && let Pool::Postgres(p) = &self.pool
+            && let Err(e) = sqlx::query("ANALYZE items").execute(p).await
+        {
+            tracing::warn!(batch_id = %b.id, error = %e, "ANALYZE items after a large intake failed");
+        }
+        Ok(created)
     }
 
     /// How many of `payee_ids` already have a known Dots user.
