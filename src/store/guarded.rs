@@ -210,6 +210,6 @@ impl Store {
                 tracing::warn!(batch_id = %batch, error = %e, "the batch's settle check failed");
             }
         }
-        rows.into_iter().map(|r| typed(r)).collect()
+        rows.into_iter().map(typed).collect()
     }
 }
