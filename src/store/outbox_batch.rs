@@ -144,12 +144,18 @@ pub(super) fn unsettles(from: ItemState, to: ItemState) -> bool {
 /// Lock-free: 1 if batch `$1` may be reported settled or completed now (not reported yet, and
 /// no item left that would stop it), else 0. Each `NOT EXISTS` is one probe of the partial index
 /// `items_not_terminal` while the batch has work left.
+///
+/// The unsettled states' list comes first on purpose: both lists are needed (the second makes
+/// the partial index usable), and SQLite seeks the index with the first `IN` it meets. With
+/// `NOT_TERMINAL` first it walked every `awaiting_payout` entry of the batch before reaching a
+/// pending one: 56 ms per probe with 85,000 items waiting on their payees, against under 0.1 ms
+/// (single mode on SQLite fell with the batch's size, one probe per paid item).
 pub(super) fn may_settle_sql() -> String {
     format!(
         "SELECT CAST(CASE WHEN
              (b.settled_version IS NULL AND NOT EXISTS (SELECT 1 FROM items
-                 WHERE items.batch_id = b.id AND items.state IN {NOT_TERMINAL}
-                   AND items.state IN {NOT_SETTLED}))
+                 WHERE items.batch_id = b.id AND items.state IN {NOT_SETTLED}
+                   AND items.state IN {NOT_TERMINAL}))
           OR (b.completed_version IS NULL AND NOT EXISTS (SELECT 1 FROM items
                  WHERE items.batch_id = b.id AND items.state IN {NOT_TERMINAL}))
           THEN 1 ELSE 0 END AS BIGINT)
@@ -162,8 +168,8 @@ pub(super) fn settle_sql() -> String {
     format!(
         "UPDATE batches SET event_version = event_version + 1, settled_version = event_version + 1
          WHERE id = $1 AND settled_version IS NULL AND NOT EXISTS (SELECT 1 FROM items
-             WHERE items.batch_id = $1 AND items.state IN {NOT_TERMINAL}
-               AND items.state IN {NOT_SETTLED})
+             WHERE items.batch_id = $1 AND items.state IN {NOT_SETTLED}
+               AND items.state IN {NOT_TERMINAL})
          RETURNING {BATCH_EVENT_COLUMNS}"
     )
 }
