@@ -167,50 +167,36 @@ pub async fn run(
     let mut dog = Watchdog::new(engine.health.clone(), &settings, rx.clone());
     // Finished queue rows slow apalis' acknowledgements down as they pile up: prune them.
     if settings.prune_done_ms > 0 {
-        let (store, mut stop) = (engine.store.clone(), rx.clone());
+        let store = engine.store.clone();
         let every = Duration::from_millis(settings.prune_done_ms);
-        let liveness = Liveness::Beats {
-            every_ms: every.as_millis() as i64,
-        };
-        dog.spawn("pruner", liveness, |pulse| async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
-                }
-                match store.prune_done_jobs().await {
-                    Ok(_) => pulse.ok(),
-                    Err(e) => {
-                        warn!(error = %e, "pruning finished jobs failed");
-                        pulse.failed(&e);
-                    }
-                }
-            }
-        });
+        spawn_every(
+            &mut dog,
+            "pruner",
+            every,
+            rx.clone(),
+            "pruning finished jobs failed",
+            move || {
+                let store = store.clone();
+                async move { store.prune_done_jobs().await }
+            },
+        );
     }
     // The settle sweep: a batch is reported settled/completed right after the item write that
     // made it so (`Store::report_if_settled`); this catches the one whose writer died between
     // its commit and that check.
     {
-        let (store, mut stop) = (engine.store.clone(), rx.clone());
-        let liveness = Liveness::Beats {
-            every_ms: SETTLE_SWEEP.as_millis() as i64,
-        };
-        dog.spawn("settler", liveness, |pulse| async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(SETTLE_SWEEP) => {}
-                    _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
-                }
-                match store.report_settled_batches().await {
-                    Ok(_) => pulse.ok(),
-                    Err(e) => {
-                        warn!(error = %e, "the settle sweep failed");
-                        pulse.failed(&e);
-                    }
-                }
-            }
-        });
+        let store = engine.store.clone();
+        spawn_every(
+            &mut dog,
+            "settler",
+            SETTLE_SWEEP,
+            rx.clone(),
+            "the settle sweep failed",
+            move || {
+                let store = store.clone();
+                async move { store.report_settled_batches().await }
+            },
+        );
     }
     // The feeder: keeps a window of due items in the queue (see `jobs::feed`).
     {
@@ -335,4 +321,38 @@ pub async fn run(
     dog.join(None).await;
     info!(worker = %engine.owner, "worker stopped");
     Ok(())
+}
+
+/// Spawns watchdog component `name`: `turn` every `every` until shutdown, each failure logged
+/// as `failed` and reported to the watchdog (its liveness: a beat every `every`).
+fn spawn_every<F, Fut, T, E>(
+    dog: &mut Watchdog,
+    name: &str,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    failed: &'static str,
+    turn: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send,
+    E: std::fmt::Display,
+{
+    let liveness = Liveness::Beats {
+        every_ms: every.as_millis() as i64,
+    };
+    dog.spawn(name, liveness, |pulse| async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|v| *v) => return Ok::<(), String>(()),
+            }
+            match turn().await {
+                Ok(_) => pulse.ok(),
+                Err(e) => {
+                    warn!(error = %e, "{failed}");
+                    pulse.failed(&e);
+                }
+            }
+        }
+    });
 }

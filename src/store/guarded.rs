@@ -199,8 +199,8 @@ impl Store {
         let mut batches: Vec<&str> = rows
             .iter()
             .zip(&settling)
-            .filter(|(r, settles)| r.is_some() && **settles)
-            .map(|(r, _)| r.as_ref().map(|r| r.batch_id.as_str()).unwrap_or_default())
+            .filter_map(|(r, settles)| r.as_ref().filter(|_| *settles))
+            .map(|r| r.batch_id.as_str())
             .collect();
         batches.sort_unstable();
         batches.dedup();

@@ -123,6 +123,18 @@ struct Variant {
     deadline: Duration,
 }
 
+/// The kill runs' faults: 5 % 5xx, 3 % commit-then-drop, 2 % 429, 1 % 10-second stalls.
+const KILL_FAULTS: &[&str] = &[
+    "--error-rate",
+    "0.05",
+    "--drop-rate",
+    "0.03",
+    "--throttle-rate",
+    "0.02",
+    "--stall-rate",
+    "0.01",
+];
+
 const CHAOS_WORKER: &str = r#"
 concurrency = 8
 poll_cron = "* * * * * *"
@@ -141,16 +153,7 @@ async fn three_workers_killed_at_random_under_api_faults_pay_every_item_exactly_
     run(Variant {
         items: env_or("PAYRUN_CHAOS_ITEMS", 2000),
         kills: env_or("PAYRUN_CHAOS_KILLS", 5),
-        faults: &[
-            "--error-rate",
-            "0.05",
-            "--drop-rate",
-            "0.03",
-            "--throttle-rate",
-            "0.02",
-            "--stall-rate",
-            "0.01",
-        ],
+        faults: KILL_FAULTS,
         worker: CHAOS_WORKER,
         dots: "",
         // A liveness bound, not a speed target: 280-430 s measured on this 2-core machine with
@@ -168,16 +171,7 @@ async fn in_batch_mode_three_workers_killed_at_random_under_api_faults_pay_every
     run(Variant {
         items: env_or("PAYRUN_CHAOS_BATCH_ITEMS", 500),
         kills: env_or("PAYRUN_CHAOS_KILLS", 5),
-        faults: &[
-            "--error-rate",
-            "0.05",
-            "--drop-rate",
-            "0.03",
-            "--throttle-rate",
-            "0.02",
-            "--stall-rate",
-            "0.01",
-        ],
+        faults: KILL_FAULTS,
         worker: CHAOS_WORKER,
         dots: "transfer_mode = \"batch\"\ntransfer_batch_size = 100\n",
         deadline: Duration::from_secs(900),

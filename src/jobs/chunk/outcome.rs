@@ -185,16 +185,8 @@ impl Engine {
             kind: "transfer_error",
             detail: format!("{}: transfer batch: {err}", outcome.as_str()),
         };
-        let out = ChunkOutcome {
-            closed: vec![(chunk.items.iter().map(|i| i.id).collect(), close)],
-            released: true,
-            detail: format!("{}: {err}", outcome.as_str()),
-            ..ChunkOutcome::default()
-        };
-        self.store
-            .close_chunk(chunk.id, &self.chunk_owner(), &out, now_ms())
-            .await?;
-        Ok(())
+        self.close_whole(chunk, close, format!("{}: {err}", outcome.as_str()))
+            .await
     }
 
     /// Unclear, and not settled by looking: every item's call stays open, so each item's job
@@ -219,17 +211,9 @@ impl Engine {
             kind: "transfer_error",
             detail: format!("ambiguous: transfer batch: {e}; each item is reconciled alone"),
         };
-        let out = ChunkOutcome {
-            closed: vec![(chunk.items.iter().map(|i| i.id).collect(), close)],
-            released: true,
-            detail: format!("unclear: {e}"),
-            ..ChunkOutcome::default()
-        };
         warn!(chunk_id = %chunk.id, error = %e, "transfer batch unclear; its items are reconciled one by one");
-        self.store
-            .close_chunk(chunk.id, &self.chunk_owner(), &out, now_ms())
-            .await?;
-        Ok(())
+        self.close_whole(chunk, close, format!("unclear: {e}"))
+            .await
     }
 
     /// Dots refused the chunk for funds: every item waits with no attempt counted, and every
@@ -239,20 +223,34 @@ impl Engine {
         chunk: &OpenChunk,
         msg: &str,
     ) -> Result<(), JobError> {
+        self.close_whole(
+            chunk,
+            self.funds_close(msg),
+            format!("held for funds: {msg}"),
+        )
+        .await?;
+        let cents = chunk.items.iter().map(|i| i.amount.get()).sum();
+        self.funds_refused(chunk.batch_id, cents, msg).await?;
+        Ok(())
+    }
+
+    /// Phase 3 for a chunk that failed as a whole: every item's call closed with `close`, the
+    /// chunker's leases released.
+    async fn close_whole(
+        &self,
+        chunk: &OpenChunk,
+        close: CallClose,
+        detail: String,
+    ) -> Result<(), JobError> {
         let out = ChunkOutcome {
-            closed: vec![(
-                chunk.items.iter().map(|i| i.id).collect(),
-                self.funds_close(msg),
-            )],
+            closed: vec![(chunk.items.iter().map(|i| i.id).collect(), close)],
             released: true,
-            detail: format!("held for funds: {msg}"),
+            detail,
             ..ChunkOutcome::default()
         };
         self.store
             .close_chunk(chunk.id, &self.chunk_owner(), &out, now_ms())
             .await?;
-        let cents = chunk.items.iter().map(|i| i.amount.get()).sum();
-        self.funds_refused(chunk.batch_id, cents, msg).await?;
         Ok(())
     }
 
